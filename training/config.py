@@ -1,0 +1,90 @@
+"""Configuration: the one place for paths, names, thresholds and tunable defaults.
+
+Values that an operator may change come from environment variables (prefix ``CHURN_``)
+through :class:`Settings`; nothing here touches the disk or the network on import.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MODEL_NAME = "churn_model"
+"""Name of the model in the BentoML store; the service serves ``churn_model:latest``."""
+
+TARGET_COLUMN = "churned"
+"""Label column of a training table (boolean or 0/1)."""
+
+TRUE_PROBABILITY_COLUMN = "true_churn_probability"
+"""Written by the synthetic generator; never read as a feature."""
+
+MAX_BATCH_CUSTOMERS = 1000
+"""Largest ``/predict/batch`` request; more is refused with 413."""
+
+
+class Settings(BaseSettings):
+    """Runtime settings, read from ``CHURN_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
+
+    bentoml_home: Path = Field(
+        default=PROJECT_ROOT / "bentos",
+        description="BentoML home (model store and built Bentos). BENTOML_HOME wins if set.",
+    )
+    data_dir: Path = PROJECT_ROOT / "data"
+    reports_dir: Path = Field(
+        default=PROJECT_ROOT / "reports", description="Plots and metrics written by training."
+    )
+    mlflow_tracking_uri: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}",
+        description="Used when MLFLOW_TRACKING_URI is not set.",
+    )
+    mlflow_experiment: str = "churn"
+
+    # Serving.
+    risk_medium_from: float = Field(default=0.3, ge=0, le=1)
+    risk_high_from: float = Field(default=0.6, ge=0, le=1)
+    top_reasons: int = Field(default=3, ge=0, le=10)
+    max_batch_size: int = Field(default=128, gt=1, description="Adaptive batching: rows per call.")
+    max_latency_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="Adaptive batching: a queued request older than this is shed with 503; "
+        "kept high so load is queued, not refused.",
+    )
+
+    # Training.
+    seed: int = 42
+    cv_folds: int = Field(default=5, ge=2)
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    trials: int = Field(default=60, ge=1, description="Hyperparameter candidates tried.")
+    search_rows: int = Field(
+        default=20_000,
+        ge=1000,
+        description="Tuning runs on a stratified sample of at most this many training rows; "
+        "the final fit uses them all.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def bentoml_home() -> Path:
+    """The BentoML home in force: ``BENTOML_HOME`` if set, else the project's ``bentos/``."""
+    return Path(os.environ.get("BENTOML_HOME") or get_settings().bentoml_home)
+
+
+def use_project_bentoml_home() -> Path:
+    """Point BentoML at the project's store unless the caller chose one (call before import)."""
+    home = bentoml_home()
+    os.environ["BENTOML_HOME"] = str(home)
+    return home

@@ -1,0 +1,144 @@
+"""The customer schema: request, response and training-table columns in one place.
+
+`CustomerData` is the single source of truth. The raw columns the model reads
+(`RAW_COLUMNS`) and the category vocabularies are derived from it, so adding a field
+here is the only change needed for it to flow through validation and encoding.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InternetService = Literal["DSL", "Fiber", "None"]
+Contract = Literal["Month-to-month", "One year", "Two year"]
+PaymentMethod = Literal[
+    "Electronic check",
+    "Mailed check",
+    "Bank transfer (automatic)",
+    "Credit card (automatic)",
+]
+Gender = Literal["Female", "Male"]
+RiskLevel = Literal["low", "medium", "high"]
+
+
+class CustomerData(BaseModel):
+    """One customer as sent to `/predict` and as a row of a training table."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    customer_id: str = Field(min_length=1, max_length=128, pattern=r"\S")
+    age: int = Field(ge=18, le=100)
+    tenure_months: int = Field(ge=0, le=1200)
+    monthly_charges: float = Field(gt=0)
+    total_charges: float = Field(ge=0)
+    support_calls: int = Field(ge=0)
+    internet_service: InternetService
+    contract: Contract
+    payment_method: PaymentMethod
+
+    # Optional signals: may be missing in training tables and in requests.
+    signup_date: date | None = None
+    late_payments: int | None = Field(default=None, ge=0)
+    billing_issues: int | None = Field(default=None, ge=0)
+    phone_service: bool | None = None
+    multiple_lines: bool | None = None
+    online_security: bool | None = None
+    online_backup: bool | None = None
+    device_protection: bool | None = None
+    tech_support: bool | None = None
+    streaming_tv: bool | None = None
+    streaming_movies: bool | None = None
+    paperless_billing: bool | None = None
+    data_usage_gb: float | None = Field(default=None, ge=0)
+    phone_usage_minutes: float | None = Field(default=None, ge=0)
+    gender: Gender | None = None
+    senior_citizen: bool | None = None
+    partner: bool | None = None
+    dependents: bool | None = None
+
+
+class ColumnKind(StrEnum):
+    """How a raw column is encoded into the float matrix the pipeline works on."""
+
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    CATEGORY = "category"
+    DATE = "date"
+
+
+def _kind_of(annotation: object) -> tuple[ColumnKind, tuple[str, ...]]:
+    """Classify a field annotation; categories come with their vocabulary, in order."""
+    if get_origin(annotation) is Literal:
+        return ColumnKind.CATEGORY, tuple(get_args(annotation))
+    inner = next(a for a in get_args(annotation) or (annotation,) if a is not type(None))
+    if get_origin(inner) is Literal:
+        return ColumnKind.CATEGORY, tuple(get_args(inner))
+    if inner is bool:
+        return ColumnKind.BOOLEAN, ()
+    if inner is date:
+        return ColumnKind.DATE, ()
+    if inner in (int, float):
+        return ColumnKind.NUMBER, ()
+    raise TypeError(f"no encoding for field type {annotation!r}")
+
+
+ID_COLUMN = "customer_id"
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    name for name, f in CustomerData.model_fields.items() if f.is_required()
+)
+RAW_COLUMNS: tuple[str, ...] = tuple(n for n in CustomerData.model_fields if n != ID_COLUMN)
+"""Model inputs, in the column order of the raw float matrix."""
+COLUMN_KINDS: dict[str, ColumnKind] = {
+    n: _kind_of(CustomerData.model_fields[n].annotation)[0] for n in RAW_COLUMNS
+}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    n: _kind_of(CustomerData.model_fields[n].annotation)[1]
+    for n in RAW_COLUMNS
+    if COLUMN_KINDS[n] is ColumnKind.CATEGORY
+}
+"""Vocabulary of each categorical column; a value is encoded as its index here."""
+
+
+class Reason(BaseModel):
+    """A feature that moved this customer's score, with its log-odds contribution."""
+
+    feature: str
+    contribution: float
+
+
+class Prediction(BaseModel):
+    """Answer to `/predict`, and one item of a batch answer."""
+
+    customer_id: str
+    churn_probability: float = Field(ge=0, le=1)
+    will_churn: bool
+    risk_level: RiskLevel
+    recommendation: str
+    top_reasons: list[Reason]
+    model_version: str
+    timestamp: datetime
+    latency_ms: float
+
+
+class BatchPrediction(BaseModel):
+    """Answer to `/predict/batch`."""
+
+    predictions: list[Prediction]
+    total_processed: int
+    high_risk_count: int
+    processing_time_ms: float
+
+
+class Health(BaseModel):
+    """Answer to `/health`."""
+
+    status: Literal["healthy", "unhealthy"]
+    model_loaded: bool
+    model_version: str | None
+    uptime_seconds: float
+    version: str
+    detail: str | None = None
