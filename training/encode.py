@@ -35,11 +35,13 @@ _CATEGORY_IDX = [(RAW_INDEX[n], vocabulary) for n, vocabulary in CATEGORIES.item
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def _days_since_epoch(value: date | None) -> float:
-    return np.nan if value is None else float(value.toordinal() - _EPOCH_ORDINAL)
+def _days_since_epoch(value: object) -> float:
+    if not isinstance(value, date):
+        return np.nan
+    return float(value.toordinal() - _EPOCH_ORDINAL)
 
 
-def _encode_columns(columns: Sequence[Sequence[object]], n_rows: int) -> np.ndarray:
+def _encode_columns(columns: Sequence[Sequence[object] | np.ndarray], n_rows: int) -> np.ndarray:
     """Encode raw columns in `RAW_COLUMNS` order (``None`` = missing) into float64.
 
     Numbers and booleans convert as one block (numpy turns ``None`` into NaN), each
@@ -69,7 +71,7 @@ def encode_customers(customers: Sequence[CustomerData]) -> np.ndarray:
 def encode_frame(frame: pd.DataFrame) -> np.ndarray:
     """A typed customer table → raw matrix; absent optional columns become NaN."""
     missing: list[object] = [None] * len(frame)
-    columns: list[Sequence[object]] = []
+    columns: list[Sequence[object] | np.ndarray] = []
     for name in RAW_COLUMNS:
         if name not in frame.columns:
             columns.append(missing)

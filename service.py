@@ -1,0 +1,242 @@
+"""The BentoML service: `bentoml serve service:ChurnService`.
+
+Topology (measured, see BENCHMARKS.md): one service, one process per worker, and
+`/predict` itself is the batchable API. BentoML's adaptive batcher merges concurrent
+single-customer requests into one call of `predict`, which scores them in one vectorised
+pass. Calling a separate model service through `bentoml.depends` instead adds a network
+hop per request and, at default settings, shed load as 503s.
+
+BentoML batches lists or arrays; a flat JSON body is neither, so `OneCustomerPerRequest`
+tells its dispatcher that each request carries exactly one customer and each answer is
+one `Prediction`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from _bentoml_sdk.io_models import IOMixin
+from bentoml._internal.runner.container import DataContainer, DataContainerRegistry
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from training import __version__
+from training.config import MAX_BATCH_CUSTOMERS, MODEL_NAME, get_settings
+from training.schema import BatchPrediction, CustomerData, Health, Prediction
+from training.scoring import LoadedModel, score_customers
+from training.store import stored_predictor
+
+logger = logging.getLogger("churn.service")
+settings = get_settings()
+
+
+class PredictRequest(IOMixin, CustomerData):
+    """The flat body of `/predict`: one customer, not wrapped in another key."""
+
+
+PredictRequest.__root_input__ = True  # type: ignore[attr-defined]  # one argument, whole body
+
+
+class PredictionList(list[Any]):
+    """What `predict` returns for a merged batch: one item per request."""
+
+
+class OneCustomerPerRequest(DataContainer[CustomerData, list[CustomerData]]):
+    """Batching rules for `/predict`: a request is one customer, an answer one item."""
+
+    @classmethod
+    def batches_to_batch(
+        cls, batches: Sequence[Any], batch_dim: int = 0
+    ) -> tuple[list[Any], list[int]]:
+        return list(batches), list(range(len(batches) + 1))
+
+    @classmethod
+    def batch_to_batches(
+        cls, batch: Sequence[Any], indices: Sequence[int], batch_dim: int = 0
+    ) -> list[Any]:
+        return [batch[i] for i in indices[:-1]]
+
+    @classmethod
+    def get_batch_size(cls, batch: Any, batch_dim: int) -> int:
+        return 1
+
+    @classmethod
+    def to_payload(cls, batch: Any, batch_dim: int) -> Any:
+        raise TypeError("/predict batches are merged in-process and never serialised")
+
+    from_payload = to_payload  # type: ignore[assignment]
+    batch_to_payloads = to_payload  # type: ignore[assignment]
+    from_batch_payloads = to_payload  # type: ignore[assignment]
+
+
+DataContainerRegistry.register_container(CustomerData, CustomerData, OneCustomerPerRequest)
+DataContainerRegistry.register_container(PredictionList, PredictionList, OneCustomerPerRequest)
+
+
+def _field_name(location: Sequence[Any]) -> str:
+    """`("customers", 3, "age")` → `customers[3].age`; an empty location is the body."""
+    name = ""
+    for part in location:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+def describe_validation_errors(detail: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pydantic's error list → a 422 body naming each field and the rule it broke."""
+    problems = [
+        {
+            "field": _field_name(error.get("loc", ())),
+            "rule": error.get("type", "invalid"),
+            "message": error.get("msg", ""),
+        }
+        for error in detail
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']} ({p['rule']})" for p in problems)
+    return {"error": f"invalid request: {summary}", "detail": problems}
+
+
+class ValidationErrorsAs422:
+    """ASGI middleware: BentoML answers validation errors with 400; the API promises 422.
+
+    Only 400 answers are buffered and rewritten; every other response streams through.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                held.append(message)
+                return
+            if not held:
+                await send(message)
+                return
+            held.append(message)
+            if message.get("more_body"):
+                return
+            body = b"".join(m.get("body", b"") for m in held[1:])
+            start = held[0]
+            try:
+                detail = json.loads(body)["detail"]
+                body = json.dumps(describe_validation_errors(detail)).encode()
+                start = {**start, "status": 422}
+                start["headers"] = [
+                    (k, str(len(body)).encode() if k.lower() == b"content-length" else v)
+                    for k, v in start["headers"]
+                ]
+            except (ValueError, KeyError, TypeError):
+                pass  # not a validation error: pass the 400 through unchanged
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def model_reference() -> bentoml.models.BentoModel | None:
+    """`churn_model:latest` if the BentoML store has one, else None."""
+    reference = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+    return reference if reference.stored is not None else None
+
+
+health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.asgi_app(health_app, path="/")
+@bentoml.service(
+    name="churn_service",
+    traffic={"timeout": 30},
+    workers=1,
+    threads=1,
+    metrics={"enabled": True},
+)
+class ChurnService:
+    """Churn probability, risk level and reasons for each customer."""
+
+    # Declared only when the store has a model: BentoML refuses to start (or build) a
+    # service whose declared model is missing, and an empty store must still serve /health.
+    model_ref = model_reference()
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.model: LoadedModel | None = None
+        self.load_error: str | None = None
+        try:
+            # Under `bentoml serve` the reference is already resolved to the stored model.
+            ref = self.model_ref
+            if ref is None:
+                raise LookupError("the store is empty")
+            stored = ref.resolve() if isinstance(ref, bentoml.models.BentoModel) else ref
+            loaded = stored_predictor(Path(stored.path), str(stored.tag.version))
+            self.model = LoadedModel(loaded.predictor, loaded.version)
+            logger.info("loaded %s", stored.tag)
+        except Exception as exc:  # the process must stay up and say why it cannot score
+            self.load_error = (
+                f"no usable model '{MODEL_NAME}' in the BentoML store "
+                f"({type(exc).__name__}: {exc}); run `churn train` first"
+            )
+            logger.error(self.load_error)
+
+    @bentoml.api(
+        route="/predict",
+        input_spec=PredictRequest,
+        output_spec=Prediction,
+        batchable=True,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+    )
+    def predict(self, customers: list[CustomerData]) -> PredictionList:
+        """Score one customer (concurrent calls are merged into one batch)."""
+        if self.model is None:
+            return PredictionList([error_response(503, self.load_error or "")] * len(customers))
+        return PredictionList(score_customers(self.model, customers, settings))
+
+    @bentoml.api(route="/predict/batch")
+    def predict_batch(self, customers: list[CustomerData], /) -> BatchPrediction:
+        """Score up to 1,000 customers sent as one JSON array."""
+        started = time.perf_counter()
+        if len(customers) > MAX_BATCH_CUSTOMERS:
+            return error_response(  # type: ignore[return-value]
+                413,
+                f"customers: at most {MAX_BATCH_CUSTOMERS} per request, got {len(customers)}",
+            )
+        if self.model is None:
+            return error_response(503, self.load_error or "")  # type: ignore[return-value]
+        predictions = score_customers(self.model, customers, settings, started)
+        return BatchPrediction(
+            predictions=predictions,
+            total_processed=len(predictions),
+            high_risk_count=sum(p.risk_level == "high" for p in predictions),
+            processing_time_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    @health_app.get("/health")
+    def health(self) -> Health:
+        """Liveness plus whether a model is loaded, and which."""
+        return Health(
+            status="healthy" if self.model else "unhealthy",
+            model_loaded=self.model is not None,
+            model_version=self.model.version if self.model else None,
+            uptime_seconds=time.monotonic() - self.started,
+            version=__version__,
+            detail=self.load_error,
+        )
+
+
+ChurnService.add_asgi_middleware(ValidationErrorsAs422)

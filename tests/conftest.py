@@ -1,0 +1,44 @@
+"""Shared fixtures: an isolated BentoML home and MLflow store, and one small trained model.
+
+The environment is set at import, before anything imports bentoml, because BentoML reads
+BENTOML_HOME once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="churn-tests-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_DIR / "bentoml")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
+os.environ["CHURN_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+
+from training.generate import generate_customers  # noqa: E402
+from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa: E402
+
+TRAINING_ROWS = 20_000
+TRAINING_TRIALS = 8
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def synthetic_table() -> object:
+    """A synthetic customer table with known true churn probabilities."""
+    return generate_customers(TRAINING_ROWS, seed=7)
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_table: object, session_dir: Path) -> Iterator[TrainingOutcome]:
+    """One model trained on synthetic data and saved to the session's BentoML store."""
+    options = TrainingOptions(trials=TRAINING_TRIALS, seed=7, progress=False)
+    yield train_model(synthetic_table, options, session_dir / "reports")  # type: ignore[arg-type]

@@ -1,0 +1,82 @@
+"""Training on synthetic data: quality against the known optimum, stored-model round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from training.evaluate import METRIC_NAMES
+from training.features import FEATURE_NAMES
+from training.store import BOOSTER_FILE, METADATA_FILE, load_predictor
+from training.train import TrainingOutcome
+
+
+def test_held_out_auc_is_within_002_of_bayes_optimal(trained: TrainingOutcome) -> None:
+    optimum = trained.metadata["training"]["bayes_optimal_auc_test"]
+    assert trained.metrics["roc_auc"] >= optimum - 0.02, (trained.metrics, optimum)
+
+
+def test_metrics_are_the_documented_keys_and_sane(trained: TrainingOutcome) -> None:
+    assert set(trained.metrics) == set(METRIC_NAMES)
+    assert 0 < trained.metrics["threshold"] < 1
+    assert trained.metrics["ece"] < 0.05
+    assert trained.metrics["brier"] < 0.1  # ~10 % churners: always-0 scores 0.1
+
+
+def test_threshold_comes_from_training_not_a_constant(trained: TrainingOutcome) -> None:
+    assert trained.predictor.threshold != pytest.approx(0.5)
+    assert trained.metadata["threshold"] == trained.predictor.threshold
+
+
+def test_stored_model_round_trips(trained: TrainingOutcome) -> None:
+    assert trained.tag is not None
+    stored = load_predictor(trained.tag)
+    assert stored.version == trained.tag.split(":")[1]
+    expected = trained.predictor.predict_proba(trained.test_raw)
+    np.testing.assert_allclose(
+        stored.predictor.predict_proba(trained.test_raw), expected, atol=1e-9
+    )
+    assert stored.predictor.threshold == trained.predictor.threshold
+    assert list(stored.predictor.feature_names) == list(FEATURE_NAMES)
+    assert (stored.path / BOOSTER_FILE).exists() and (stored.path / METADATA_FILE).exists()
+    json.loads((stored.path / BOOSTER_FILE).read_text())  # XGBoost native JSON
+    for key in ("metrics", "params", "feature_names", "reference_profile", "mlflow_run_id"):
+        assert key in stored.metadata, key
+    assert len(stored.metadata["training"]["data_hash"]) == 64
+
+
+def test_reference_sample_has_the_feature_columns(trained: TrainingOutcome) -> None:
+    stored = load_predictor(trained.tag or "")
+    reference = pd.read_parquet(stored.path / "reference.parquet")
+    assert list(reference.columns) == list(FEATURE_NAMES)
+    assert len(reference) > 1000
+
+
+def test_plots_are_written(trained: TrainingOutcome, session_dir) -> None:  # type: ignore[no-untyped-def]
+    names = {p.name for p in (session_dir / "reports").glob("*.png")}
+    assert {
+        "roc.png",
+        "precision_recall.png",
+        "calibration.png",
+        "confusion_matrix.png",
+        "feature_importance.png",
+    } <= names
+
+
+def test_probabilities_rank_like_the_truth(trained: TrainingOutcome, synthetic_table) -> None:  # type: ignore[no-untyped-def]
+    proba = trained.predictor.predict_proba(trained.test_raw)
+    assert roc_auc_score(trained.test_y, proba) == pytest.approx(trained.metrics["roc_auc"])
+
+
+def test_more_support_calls_never_lower_risk(trained: TrainingOutcome) -> None:
+    """Directional: on average, adding support calls raises predicted churn."""
+    from training.encode import RAW_INDEX
+
+    raw = trained.test_raw[:500].copy()
+    base = trained.predictor.predict_proba(raw)
+    raw[:, RAW_INDEX["support_calls"]] += 4
+    assert trained.predictor.predict_proba(raw).mean() > base.mean()

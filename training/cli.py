@@ -1,0 +1,119 @@
+"""`churn`: a thin command line over the training package and the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.config import PROJECT_ROOT, get_settings, use_project_bentoml_home
+
+app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
+
+DEMO_ROWS = 20_000
+DEMO_TRIALS = 20
+
+
+@app.callback()
+def main() -> None:
+    """Every command uses the project's BentoML store unless BENTOML_HOME is set."""
+    use_project_bentoml_home()
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same table.")] = 42,
+    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path(
+        "data/customers.csv"
+    ),
+) -> None:
+    """Write a synthetic customer table with known churn probabilities."""
+    from training.generate import bayes_optimal_auc, generate_customers, write_table
+
+    frame = generate_customers(rows, seed)
+    write_table(frame, out)
+    typer.echo(
+        f"wrote {len(frame):,} customers to {out} "
+        f"(churn rate {frame['churned'].mean():.3f}, "
+        f"Bayes-optimal ROC-AUC {bayes_optimal_auc(frame):.4f})"
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="CSV/Parquet file, or a SQLAlchemy URL.")],
+    query: Annotated[str | None, typer.Option(help="SQL query, with a URL.")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Candidates to try.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    balance: Annotated[str, typer.Option(help="smote | weight | none")] = "smote",
+    search_rows: Annotated[
+        int | None, typer.Option(min=1000, help="Tune on at most this many rows.")
+    ] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write held-out metrics JSON.")] = None,
+    reports: Annotated[Path | None, typer.Option(help="Folder for plots.")] = None,
+) -> None:
+    """Tune, fit, calibrate and evaluate a model; save it to the BentoML store."""
+    from training.data import load_table
+    from training.train import TrainingOptions, train_model
+    from training.tune import BALANCE_CHOICES
+
+    if balance not in BALANCE_CHOICES:
+        raise typer.BadParameter(f"--balance must be one of {', '.join(BALANCE_CHOICES)}")
+    options = TrainingOptions.from_settings(
+        trials=trials, seed=seed, balance=balance, search_rows=search_rows
+    )
+    outcome = train_model(load_table(data, query), options, reports)
+    metrics = {k: round(v, 6) for k, v in outcome.metrics.items()}
+    typer.echo(json.dumps(metrics, indent=2))
+    if "bayes_optimal_auc_test" in outcome.metadata["training"]:
+        optimum = outcome.metadata["training"]["bayes_optimal_auc_test"]
+        typer.echo(f"Bayes-optimal ROC-AUC on the same rows: {optimum:.4f}")
+    typer.echo(f"training took {outcome.metadata['training']['total_seconds']:.1f} s")
+    typer.echo(f"saved {outcome.tag}")
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(outcome.metrics, indent=2))
+
+
+@app.command()
+def models() -> None:
+    """List stored churn models, newest first."""
+    from training.store import list_models
+
+    for tag in list_models():
+        typer.echo(tag)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve `/predict`; on a fresh checkout first generate demo data and train on it."""
+    from training.store import list_models
+
+    if not list_models():
+        demo = get_settings().data_dir / "demo_customers.csv"
+        typer.echo(f"no model in {os.environ['BENTOML_HOME']}: training a demo model first")
+        if not demo.exists():
+            generate(rows=DEMO_ROWS, seed=42, out=demo)
+        train(
+            data=str(demo),
+            trials=DEMO_TRIALS,
+            seed=None,
+            balance="smote",
+            search_rows=None,
+            metrics_out=None,
+            reports=None,
+            query=None,
+        )
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml), "serve", "service:ChurnService", "--port", str(port)]
+    command += ["--host", host]
+    os.chdir(PROJECT_ROOT)
+    os.execv(command[0], command)

@@ -1,0 +1,216 @@
+"""Evaluation: metrics, decision threshold and calibration of churn probabilities.
+
+Pure functions over numpy arrays, so the same code scores out-of-fold predictions during
+training, the held-out test set, and anything a notebook or monitor job hands it. ``y_true``
+is a 0/1 label array and ``proba`` the calibrated churn probability; a customer is predicted
+to churn when ``proba >= threshold`` (the convention of sklearn's ``precision_recall_curve``,
+so the threshold chosen there means the same thing here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+METRIC_NAMES: tuple[str, ...] = (
+    "roc_auc",
+    "pr_auc",
+    "f1",
+    "precision",
+    "recall",
+    "accuracy",
+    "brier",
+    "ece",
+    "threshold",
+)
+"""Keys of :func:`compute_metrics`, in the order they are logged."""
+
+_THRESHOLD_EPS = 1e-6
+
+
+# --- input checks --------------------------------------------------------------------------
+
+
+def _as_arrays(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return labels as int and probabilities as float, refusing malformed input early.
+
+    sklearn's own errors for these cases are cryptic or absent (a probability of 1.3
+    silently shifts every metric), so they are caught here with a clear message.
+    """
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype=np.float64)
+    if y.ndim != 1 or p.ndim != 1 or y.shape != p.shape:
+        raise ValueError(f"y_true and proba must be 1-D of equal length, got {y.shape}, {p.shape}")
+    if y.size == 0:
+        raise ValueError("cannot evaluate an empty set of predictions")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must contain only 0 and 1")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise ValueError("proba must be finite probabilities in [0, 1]")
+    return y.astype(np.int64), p
+
+
+def _require_both_classes(y: np.ndarray) -> None:
+    """Ranking metrics and F1-optimal thresholds are undefined with a single class."""
+    if np.unique(y).size < 2:
+        raise ValueError("y_true must contain both classes (0 and 1)")
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReliabilityTable:
+    """Per-bin calibration statistics; shared by the ECE and the reliability diagram."""
+
+    bin_edges: np.ndarray
+    """``n_bins + 1`` equal-width edges on [0, 1]."""
+    counts: np.ndarray
+    """Number of predictions in each bin."""
+    mean_proba: np.ndarray
+    """Mean predicted probability per bin (NaN for empty bins)."""
+    fraction_positive: np.ndarray
+    """Observed churn rate per bin (NaN for empty bins)."""
+
+
+def reliability_table(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> ReliabilityTable:
+    """Bin predictions into equal-width bins; bin ``i`` is ``[i/n, (i+1)/n)``, the last closed.
+
+    One binning definition for the ECE and the calibration plot, so the number in the
+    report is the picture in the plot.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    y, p = _as_arrays(y_true, proba)
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(counts > 0, sum_p / counts, np.nan)
+        frac_y = np.where(counts > 0, sum_y / counts, np.nan)
+    return ReliabilityTable(np.linspace(0.0, 1.0, n_bins + 1), counts, mean_p, frac_y)
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
+    """Weighted mean gap between predicted and observed churn rate over non-empty bins.
+
+    Risk levels and expected-loss figures downstream read the probability itself, not
+    just its rank, so calibration is tracked alongside discrimination.
+    """
+    table = reliability_table(y_true, proba, n_bins)
+    filled = table.counts > 0
+    gaps = np.abs(table.fraction_positive[filled] - table.mean_proba[filled])
+    weights = table.counts[filled] / table.counts.sum()
+    return float(np.sum(weights * gaps))
+
+
+# --- threshold -----------------------------------------------------------------------------
+
+
+def choose_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Return the cut on ``proba`` that maximises F1 of the churn class.
+
+    Meant for out-of-fold predictions, so the threshold is not tuned on the test set.
+    Ties go to the lowest such threshold (more churners caught at equal F1). The result
+    is clipped into the open interval (0, 1) so it is always a usable cut.
+    """
+    y, p = _as_arrays(y_true, proba)
+    _require_both_classes(y)
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    # The last (precision=1, recall=0) point has no threshold.
+    precision, recall = precision[:-1], recall[:-1]
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    best = float(thresholds[int(np.argmax(f1))])
+    return float(np.clip(best, _THRESHOLD_EPS, 1.0 - _THRESHOLD_EPS))
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Score probabilities (ranking, calibration) and decisions at ``threshold`` in one dict.
+
+    Keys are exactly :data:`METRIC_NAMES`, so runs can be compared and logged to MLflow
+    without key juggling; the threshold is included because the decision metrics are
+    meaningless without it.
+    """
+    y, p = _as_arrays(y_true, proba)
+    _require_both_classes(y)
+    y_pred = (p >= threshold).astype(np.int64)
+    metrics = {
+        "roc_auc": roc_auc_score(y, p),
+        "pr_auc": average_precision_score(y, p),
+        "f1": f1_score(y, y_pred, zero_division=0),
+        "precision": precision_score(y, y_pred, zero_division=0),
+        "recall": recall_score(y, y_pred, zero_division=0),
+        "accuracy": accuracy_score(y, y_pred),
+        "brier": brier_score_loss(y, p),
+        "ece": expected_calibration_error(y, p),
+        "threshold": threshold,
+    }
+    return {name: float(metrics[name]) for name in METRIC_NAMES}
+
+
+def _json_safe(value: Any) -> Any:
+    """Turn numpy scalars and nested containers into plain Python for ``json.dumps``."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Everything written to ``evaluation.json`` for one model on one data set."""
+
+    metrics: dict[str, float]
+    confusion_matrix: list[list[int]]
+    """Rows are actual 0/1, columns predicted 0/1."""
+    classification_report: dict[str, Any] = field(default_factory=dict)
+    """sklearn's ``classification_report(..., output_dict=True)``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python copy, safe for ``json.dumps`` and MLflow ``log_dict``."""
+        return _json_safe(
+            {
+                "metrics": self.metrics,
+                "confusion_matrix": self.confusion_matrix,
+                "classification_report": self.classification_report,
+            }
+        )
+
+
+def evaluate_predictions(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float
+) -> EvaluationReport:
+    """Build the full report (metrics, confusion matrix, per-class report) at ``threshold``."""
+    y, p = _as_arrays(y_true, proba)
+    y_pred = (p >= threshold).astype(np.int64)
+    matrix = confusion_matrix(y, y_pred, labels=[0, 1])
+    report = classification_report(y, y_pred, labels=[0, 1], output_dict=True, zero_division=0)
+    return EvaluationReport(
+        metrics=compute_metrics(y, p, threshold),
+        confusion_matrix=[[int(c) for c in row] for row in matrix],
+        classification_report=_json_safe(report),
+    )

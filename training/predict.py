@@ -1,0 +1,79 @@
+"""The fitted scoring pipeline: raw matrix → clean → features → XGBoost → calibrated probability.
+
+`ChurnPredictor` is what training produces and what the service loads. Training scores
+its held-out rows with it and the service scores requests with it, so both give the same
+probabilities for the same customers. Every step is vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xgboost as xgb
+
+from training.clean import CustomerCleaner
+from training.features import ChurnFeatures
+
+
+@dataclass(frozen=True)
+class IsotonicCalibration:
+    """A monotone map from the model's raw probability to a calibrated one.
+
+    Kept as the two knot arrays of scikit-learn's IsotonicRegression, so that applying
+    it is one `np.interp` and storing it needs no pickle.
+    """
+
+    x_knots: np.ndarray
+    y_knots: np.ndarray
+
+    def __call__(self, raw_probability: np.ndarray) -> np.ndarray:
+        return np.interp(raw_probability, self.x_knots, self.y_knots)
+
+    @classmethod
+    def identity(cls) -> IsotonicCalibration:
+        return cls(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The `k` features that moved each row's log-odds most, with signed contributions."""
+
+    feature_index: np.ndarray  # (n, k) int
+    contribution: np.ndarray  # (n, k) float
+
+
+@dataclass
+class ChurnPredictor:
+    """Everything needed to score customers, fitted together and stored together."""
+
+    cleaner: CustomerCleaner
+    features: ChurnFeatures
+    booster: xgb.Booster
+    calibration: IsotonicCalibration
+    threshold: float
+
+    @property
+    def feature_names(self) -> Sequence[str]:
+        return list(self.features.get_feature_names_out())
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw encoded customers → model feature matrix."""
+        return self.features.transform(self.cleaner.transform(raw))
+
+    def raw_probability(self, features: np.ndarray) -> np.ndarray:
+        """The booster's own probability, before calibration."""
+        return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+
+    def predict_proba(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated churn probability for each raw row."""
+        return self.calibration(self.raw_probability(self.transform(raw)))
+
+    def explain(self, features: np.ndarray, k: int) -> Explanation:
+        """Top-`k` features by absolute SHAP contribution (XGBoost's exact TreeSHAP)."""
+        matrix = xgb.DMatrix(features, feature_names=self.booster.feature_names)
+        contributions = self.booster.predict(matrix, pred_contribs=True)[:, :-1]
+        k = min(k, contributions.shape[1])
+        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+        return Explanation(order, np.take_along_axis(contributions, order, axis=1))

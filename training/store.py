@@ -1,0 +1,154 @@
+"""The BentoML model store: one `churn_model` entry holds the whole fitted pipeline.
+
+Layout of a stored model (all plain files, no pickle):
+
+- ``model.json``      XGBoost booster, native format
+- ``pipeline.json``   cleaner, feature transformer and calibration state, threshold
+- ``metadata.yaml``   metrics, parameters, feature names, data hash, MLflow run id,
+                      reference profile for drift checks
+- ``reference.parquet`` a sample of training feature rows, the drift reference
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+import yaml
+from sklearn.base import BaseEstimator
+
+from training.clean import CustomerCleaner
+from training.config import MODEL_NAME
+from training.features import ChurnFeatures
+from training.predict import ChurnPredictor, IsotonicCalibration
+
+BOOSTER_FILE = "model.json"
+PIPELINE_FILE = "pipeline.json"
+METADATA_FILE = "metadata.yaml"
+REFERENCE_FILE = "reference.parquet"
+
+E = TypeVar("E", bound=BaseEstimator)
+
+
+@dataclass(frozen=True)
+class StoredPredictor:
+    """A predictor loaded from the store, with the tag and metadata it was saved under."""
+
+    predictor: ChurnPredictor
+    version: str
+    metadata: dict[str, Any]
+    path: Path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def estimator_state(estimator: BaseEstimator) -> dict[str, Any]:
+    """Constructor params plus learned attributes (names ending in ``_``) as JSON values."""
+    learned = {
+        name: _jsonable(value)
+        for name, value in vars(estimator).items()
+        if name.endswith("_") and not name.startswith("_")
+    }
+    return {"params": estimator.get_params(), "learned": learned}
+
+
+def restore_estimator(cls: type[E], state: dict[str, Any]) -> E:
+    """Rebuild a fitted estimator from `estimator_state` output."""
+    estimator = cls(**state["params"])
+    for name, value in state["learned"].items():
+        setattr(estimator, name, np.asarray(value) if isinstance(value, list) else value)
+    return estimator
+
+
+def pipeline_state(predictor: ChurnPredictor) -> dict[str, Any]:
+    """Everything but the booster, as JSON."""
+    return {
+        "cleaner": estimator_state(predictor.cleaner),
+        "features": estimator_state(predictor.features),
+        "calibration": {
+            "x_knots": predictor.calibration.x_knots.tolist(),
+            "y_knots": predictor.calibration.y_knots.tolist(),
+        },
+        "threshold": predictor.threshold,
+    }
+
+
+def predictor_from_files(path: Path) -> ChurnPredictor:
+    """Rebuild a predictor from a stored model's folder."""
+    state = json.loads((path / PIPELINE_FILE).read_text())
+    booster = xgb.Booster()
+    booster.load_model(path / BOOSTER_FILE)
+    booster.set_param({"nthread": 1})
+    return ChurnPredictor(
+        cleaner=restore_estimator(CustomerCleaner, state["cleaner"]),
+        features=restore_estimator(ChurnFeatures, state["features"]),
+        booster=booster,
+        calibration=IsotonicCalibration(
+            np.asarray(state["calibration"]["x_knots"]),
+            np.asarray(state["calibration"]["y_knots"]),
+        ),
+        threshold=float(state["threshold"]),
+    )
+
+
+def save_predictor(
+    predictor: ChurnPredictor,
+    metadata: dict[str, Any],
+    reference: pd.DataFrame,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Save the pipeline as one BentoML model; returns its tag (``churn_model:<version>``)."""
+    import bentoml
+
+    summary = {
+        "threshold": predictor.threshold,
+        **{k: v for k, v in metadata.get("metrics", {}).items() if isinstance(v, float)},
+    }
+    with bentoml.models.create(
+        MODEL_NAME,
+        module=__name__,
+        labels=labels or {},
+        metadata=summary,
+    ) as model:
+        folder = Path(model.path)
+        predictor.booster.save_model(folder / BOOSTER_FILE)
+        (folder / PIPELINE_FILE).write_text(json.dumps(pipeline_state(predictor)))
+        full = {"model_version": model.tag.version, **metadata}
+        (folder / METADATA_FILE).write_text(yaml.safe_dump(full, sort_keys=False))
+        reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        return str(model.tag)
+
+
+def load_predictor(tag: str = f"{MODEL_NAME}:latest") -> StoredPredictor:
+    """Load a stored model by tag (the newest by default). Raises bentoml's NotFound."""
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    return stored_predictor(Path(model.path), str(model.tag.version))
+
+
+def stored_predictor(path: Path, version: str) -> StoredPredictor:
+    """Load the predictor and metadata from a model folder."""
+    metadata = yaml.safe_load((path / METADATA_FILE).read_text())
+    return StoredPredictor(predictor_from_files(path), version, metadata, path)
+
+
+def list_models() -> list[str]:
+    """Tags of all stored churn models, newest first."""
+    import bentoml
+
+    models = sorted(
+        bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True
+    )
+    return [str(m.tag) for m in models]

@@ -1,0 +1,275 @@
+"""Training: table → tuned, calibrated, evaluated `ChurnPredictor` in the model store.
+
+The steps, each a small function below:
+
+1. validate and de-duplicate the table, encode it, split 80/20 (stratified);
+2. tune on (a sample of) the training split with 5-fold CV (`training.tune`);
+3. with the best parameters, out-of-fold predictions over the whole training split give
+   the calibration map and the decision threshold, and the number of trees;
+4. fit the final pipeline on the whole training split, score the held-out 20 %;
+5. plots, MLflow run, and one BentoML model holding everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import train_test_split
+
+from training import __version__
+from training.config import TRUE_PROBABILITY_COLUMN, get_settings
+from training.data import prepare_table, split_xy
+from training.encode import encode_frame
+from training.evaluate import choose_threshold, evaluate_predictions
+from training.features import FEATURE_NAMES
+from training.plots import write_evaluation_plots
+from training.predict import ChurnPredictor, IsotonicCalibration
+from training.store import save_predictor
+from training.tune import (
+    Balance,
+    booster_params,
+    build_preprocessing,
+    cross_validate,
+    prepare_folds,
+    tune,
+)
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_SAMPLE_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What `churn train` lets a user choose; defaults come from `Settings`."""
+
+    trials: int
+    seed: int
+    balance: Balance = "smote"
+    search_rows: int = 20_000
+    cv_folds: int = 5
+    test_size: float = 0.2
+    progress: bool = True
+    save: bool = True
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> TrainingOptions:
+        s = get_settings()
+        defaults: dict[str, Any] = {
+            "trials": s.trials,
+            "seed": s.seed,
+            "search_rows": s.search_rows,
+            "cv_folds": s.cv_folds,
+            "test_size": s.test_size,
+        }
+        defaults.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**defaults)
+
+
+@dataclass
+class TrainingOutcome:
+    """What a training run produced."""
+
+    predictor: ChurnPredictor
+    metrics: dict[str, float]
+    metadata: dict[str, Any]
+    tag: str | None
+    test_raw: np.ndarray
+    test_y: np.ndarray
+    test_frame: pd.DataFrame
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A content hash of the training table, recorded with the model."""
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()
+
+
+def sample_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of a stratified sample of at most `limit` rows (all rows if fewer)."""
+    if len(y) <= limit:
+        return np.arange(len(y))
+    index, _ = train_test_split(np.arange(len(y)), train_size=limit, stratify=y, random_state=seed)
+    return np.sort(index)
+
+
+def calibrate(
+    raw: np.ndarray, y: np.ndarray, params: dict[str, Any], options: TrainingOptions
+) -> tuple[IsotonicCalibration, float, int, float]:
+    """Out-of-fold predictions on the whole training split → calibration, threshold, trees."""
+    folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed)
+    cv = cross_validate(params, folds, options.balance, len(y))
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(cv.oof, y)
+    calibration = IsotonicCalibration(
+        np.asarray(isotonic.X_thresholds_, dtype=np.float64),
+        np.asarray(isotonic.y_thresholds_, dtype=np.float64),
+    )
+    threshold = choose_threshold(y, calibration(cv.oof))
+    return calibration, threshold, int(np.mean(cv.best_iterations)), cv.auc
+
+
+def fit_final(
+    raw: np.ndarray, y: np.ndarray, params: dict[str, Any], n_trees: int, options: TrainingOptions
+) -> tuple[Any, Any, xgb.Booster]:
+    """Fit cleaner, features (and SMOTE) and the booster on the whole training split."""
+    prep = build_preprocessing(options.balance, options.seed)
+    x, y_fit = prep.fit_resample(raw, y)
+    n_pos = max(int(y_fit.sum()), 1)
+    dtrain = xgb.QuantileDMatrix(x, y_fit, feature_names=list(FEATURE_NAMES), max_bin=256)
+    booster = xgb.train(
+        booster_params(params, options.balance, (len(y_fit) - n_pos) / n_pos),
+        dtrain,
+        num_boost_round=n_trees,
+    )
+    return prep.named_steps["clean"], prep.named_steps["features"], booster
+
+
+def feature_importance(booster: xgb.Booster) -> dict[str, float]:
+    """Total gain per feature, normalised to sum to 1, every feature listed."""
+    gain = booster.get_score(importance_type="total_gain")
+    total = sum(gain.values()) or 1.0
+    return {name: float(gain.get(name, 0.0)) / total for name in FEATURE_NAMES}
+
+
+def reference_profile(features: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Per-feature decile edges and proportions of the training features, for PSI."""
+    profile = {}
+    for j, name in enumerate(FEATURE_NAMES):
+        column = features[:, j][~np.isnan(features[:, j])]
+        if column.size == 0:
+            profile[name] = {"edges": [], "proportions": [], "missing_fraction": 1.0}
+            continue
+        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=edges.size + 1)
+        profile[name] = {
+            "edges": edges.tolist(),
+            "proportions": (counts / column.size).tolist(),
+            "missing_fraction": float(1 - column.size / features.shape[0]),
+        }
+    return profile
+
+
+def log_to_mlflow(
+    params: dict[str, Any], metrics: dict[str, float], artifacts: list[Path], tags: dict[str, str]
+) -> str:
+    """Record the run in MLflow (local SQLite store unless MLFLOW_TRACKING_URI is set)."""
+    import os
+
+    import mlflow
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri))
+    mlflow.set_experiment(settings.mlflow_experiment)
+    with mlflow.start_run() as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.set_tags(tags)
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        return str(run.info.run_id)
+
+
+def train_model(
+    table: pd.DataFrame, options: TrainingOptions, reports_dir: Path | None = None
+) -> TrainingOutcome:
+    """Run the whole training procedure on a customer table (see module docstring)."""
+    started = time.perf_counter()
+    frame, quality = prepare_table(table)
+    features_frame, y = split_xy(frame)
+    raw = encode_frame(features_frame)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=options.test_size, stratify=y, random_state=options.seed
+    )
+    raw_train, y_train = raw[train_idx], y[train_idx]
+
+    search_idx = sample_rows(y_train, options.search_rows, options.seed)
+    tuning = tune(
+        raw_train[search_idx],
+        y_train[search_idx],
+        trials=options.trials,
+        n_folds=options.cv_folds,
+        balance=options.balance,
+        seed=options.seed,
+        progress=options.progress,
+    )
+    tuned_at = time.perf_counter()
+    calibration, threshold, n_trees, oof_auc = calibrate(
+        raw_train, y_train, tuning.best_params, options
+    )
+    cleaner, transformer, booster = fit_final(
+        raw_train, y_train, tuning.best_params, n_trees, options
+    )
+    predictor = ChurnPredictor(cleaner, transformer, booster, calibration, threshold)
+
+    test_proba = predictor.predict_proba(raw[test_idx])
+    report = evaluate_predictions(y[test_idx], test_proba, threshold)
+    metrics = dict(report.metrics)
+    importance = feature_importance(booster)
+    duration = time.perf_counter() - started
+
+    reports_dir = reports_dir or get_settings().reports_dir
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_evaluation_plots(y[test_idx], test_proba, threshold, importance, reports_dir)
+
+    params = {**tuning.best_params, "n_estimators": n_trees, "balance": options.balance}
+    metadata: dict[str, Any] = {
+        "package_version": __version__,
+        "metrics": metrics,
+        "threshold": threshold,
+        "feature_names": list(FEATURE_NAMES),
+        "params": params,
+        "training": {
+            "rows": len(frame),
+            "train_rows": len(train_idx),
+            "test_rows": len(test_idx),
+            "data_hash": frame_hash(frame),
+            "seed": options.seed,
+            "trials": options.trials,
+            "trials_completed": tuning.trials_completed,
+            "trials_pruned": tuning.trials_pruned,
+            "search_rows": len(search_idx),
+            "cv_auc_search": tuning.best_cv_auc,
+            "cv_auc_full_oof": oof_auc,
+            "tuning_seconds": round(tuned_at - started, 2),
+            "total_seconds": round(duration, 2),
+        },
+        "data_quality": quality.to_dict(),
+        "evaluation": report.to_dict(),
+        "feature_importance": importance,
+    }
+    if TRUE_PROBABILITY_COLUMN in table.columns:
+        from sklearn.metrics import roc_auc_score
+
+        truth = pd.to_numeric(frame[TRUE_PROBABILITY_COLUMN]).to_numpy()[test_idx]
+        metadata["training"]["bayes_optimal_auc_test"] = float(roc_auc_score(y[test_idx], truth))
+
+    train_features = predictor.transform(raw_train[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)])
+    metadata["reference_profile"] = reference_profile(predictor.transform(raw_train))
+    metadata["mlflow_run_id"] = log_to_mlflow(
+        params,
+        metrics,
+        list(plots.values()),
+        {"data_hash": metadata["training"]["data_hash"], "balance": options.balance},
+    )
+    tag = None
+    if options.save:
+        reference = pd.DataFrame(train_features, columns=list(FEATURE_NAMES))
+        tag = save_predictor(predictor, metadata, reference, labels={"balance": options.balance})
+    return TrainingOutcome(
+        predictor,
+        metrics,
+        metadata,
+        tag,
+        raw[test_idx],
+        y[test_idx],
+        features_frame.iloc[test_idx].reset_index(drop=True),
+    )
