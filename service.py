@@ -165,6 +165,7 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     workers=1,
     threads=1,
     metrics={"enabled": True},
+    logging={"access": {"enabled": settings.access_log}},
 )
 class ChurnService:
     """Churn probability, risk level and reasons for each customer."""
@@ -239,4 +240,4 @@ class ChurnService:
         )
 
 
-ChurnService.add_asgi_middleware(ValidationErrorsAs422)
+ChurnService.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]

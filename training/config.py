@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "kept high so load is queued, not refused.",
     )
 
+    access_log: bool = Field(
+        default=False,
+        description="BentoML's per-request access log; off by default, it costs ~25 % of "
+        "throughput (BENCHMARKS.md).",
+    )
+
     # Training.
     seed: int = 42
     cv_folds: int = Field(default=5, ge=2)

@@ -13,7 +13,9 @@ The steps, each a small function below:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from training.evaluate import choose_threshold, evaluate_predictions
 from training.features import FEATURE_NAMES
 from training.plots import write_evaluation_plots
 from training.predict import ChurnPredictor, IsotonicCalibration
-from training.store import save_predictor
+from training.store import load_predictor, save_predictor
 from training.tune import (
     Balance,
     booster_params,
@@ -135,9 +137,9 @@ def fit_final(
 
 def feature_importance(booster: xgb.Booster) -> dict[str, float]:
     """Total gain per feature, normalised to sum to 1, every feature listed."""
-    gain = booster.get_score(importance_type="total_gain")
+    gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     total = sum(gain.values()) or 1.0
-    return {name: float(gain.get(name, 0.0)) / total for name in FEATURE_NAMES}
+    return {name: gain.get(name, 0.0) / total for name in FEATURE_NAMES}
 
 
 def reference_profile(features: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -158,24 +160,56 @@ def reference_profile(features: np.ndarray, bins: int = 10) -> dict[str, Any]:
     return profile
 
 
-def log_to_mlflow(
-    params: dict[str, Any], metrics: dict[str, float], artifacts: list[Path], tags: dict[str, str]
-) -> str:
-    """Record the run in MLflow (local SQLite store unless MLFLOW_TRACKING_URI is set)."""
-    import os
+def write_reports(metadata: dict[str, Any], reports_dir: Path) -> list[Path]:
+    """Held-out metrics, evaluation and data-quality report as JSON beside the plots."""
+    written = []
+    for name in ("metrics", "evaluation", "data_quality", "training", "feature_importance"):
+        path = reports_dir / f"{name}.json"
+        path.write_text(json.dumps(metadata[name], indent=2))
+        written.append(path)
+    return written
 
+
+def record_run(
+    predictor: ChurnPredictor,
+    metadata: dict[str, Any],
+    reference: pd.DataFrame,
+    artifacts: list[Path],
+    save: bool,
+) -> str | None:
+    """Log the run to MLflow and save the model, each pointing at the other.
+
+    The model's metadata carries the MLflow run id; the run carries the model tag, its
+    metrics and parameters, the plots, and the stored model's files.
+    """
     import mlflow
+
+    from training.store import BOOSTER_FILE, METADATA_FILE
 
     settings = get_settings()
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri))
     mlflow.set_experiment(settings.mlflow_experiment)
     with mlflow.start_run() as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.set_tags(tags)
+        metadata["mlflow_run_id"] = str(run.info.run_id)
+        tag = (
+            save_predictor(
+                predictor, metadata, reference, {"balance": metadata["params"]["balance"]}
+            )
+            if save
+            else None
+        )
+        mlflow.log_params(metadata["params"])
+        mlflow.log_metrics({k: float(v) for k, v in metadata["metrics"].items()})
+        mlflow.set_tags(
+            {"model_tag": tag or "not saved", "data_hash": metadata["training"]["data_hash"]}
+        )
         for path in artifacts:
-            mlflow.log_artifact(str(path))
-        return str(run.info.run_id)
+            mlflow.log_artifact(str(path), "reports")
+        if tag:
+            stored = load_predictor(tag)
+            for name in (BOOSTER_FILE, METADATA_FILE):
+                mlflow.log_artifact(str(stored.path / name), "model")
+        return tag
 
 
 def train_model(
@@ -254,16 +288,9 @@ def train_model(
 
     train_features = predictor.transform(raw_train[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)])
     metadata["reference_profile"] = reference_profile(predictor.transform(raw_train))
-    metadata["mlflow_run_id"] = log_to_mlflow(
-        params,
-        metrics,
-        list(plots.values()),
-        {"data_hash": metadata["training"]["data_hash"], "balance": options.balance},
-    )
-    tag = None
-    if options.save:
-        reference = pd.DataFrame(train_features, columns=list(FEATURE_NAMES))
-        tag = save_predictor(predictor, metadata, reference, labels={"balance": options.balance})
+    reports = write_reports(metadata, reports_dir)
+    reference = pd.DataFrame(train_features, columns=list(FEATURE_NAMES))
+    tag = record_run(predictor, metadata, reference, [*plots.values(), *reports], options.save)
     return TrainingOutcome(
         predictor,
         metrics,

@@ -1,0 +1,49 @@
+"""The rejected topology, kept for measurement: a gateway service calling a separate
+model service through `bentoml.depends`, the model service's `score` being batchable.
+
+    BENTOML_HOME=bentos .venv/bin/python benchmarks/serve_load.py \
+        --service benchmarks.depends_service:Gateway
+
+Same model, same scoring code as `service.py`; only the process layout differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bentoml
+
+from training.config import MODEL_NAME, get_settings
+from training.schema import CustomerData, Prediction
+from training.scoring import LoadedModel, score_customers
+from training.store import stored_predictor
+
+settings = get_settings()
+
+
+@bentoml.service(workers=1, threads=1)
+class Scorer:
+    model_ref = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+
+    def __init__(self) -> None:
+        stored = self.model_ref
+        loaded = stored_predictor(Path(stored.path), str(stored.tag.version))  # type: ignore[attr-defined]
+        self.model = LoadedModel(loaded.predictor, loaded.version)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+    )
+    def score(self, customers: list[CustomerData]) -> list[Prediction]:
+        return score_customers(self.model, customers, settings)
+
+
+@bentoml.service(workers=1)
+class Gateway:
+    scorer = bentoml.depends(Scorer)
+
+    @bentoml.api(route="/predict")
+    async def predict(self, customer: CustomerData, /) -> Prediction:
+        predictions = await self.scorer.to_async.score([customer])
+        return predictions[0]

@@ -1,0 +1,70 @@
+"""The `churn` command line, end to end on a small table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+import pandas as pd
+from typer.testing import CliRunner
+
+from training.cli import app
+from training.evaluate import METRIC_NAMES
+
+runner = CliRunner()
+
+
+def test_generate_is_deterministic(tmp_path: Path) -> None:
+    for name in ("a.csv", "b.csv"):
+        result = runner.invoke(
+            app, ["generate", "--rows", "500", "--seed", "3", "--out", str(tmp_path / name)]
+        )
+        assert result.exit_code == 0, result.output
+        assert "Bayes-optimal ROC-AUC" in result.output
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert len(pd.read_csv(tmp_path / "a.csv")) == 500
+
+
+def test_train_writes_metrics_and_saves_a_model(tmp_path: Path) -> None:
+    data = tmp_path / "customers.parquet"
+    assert runner.invoke(app, ["generate", "--rows", "3000", "--out", str(data)]).exit_code == 0
+    metrics = tmp_path / "metrics.json"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--trials",
+            "2",
+            "--search-rows",
+            "1000",
+            "--metrics-out",
+            str(metrics),
+            "--reports",
+            str(tmp_path / "reports"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(metrics.read_text())) == set(METRIC_NAMES)
+    assert "saved churn_model:" in result.output
+    tag = result.output.split("saved ")[1].strip()
+    assert tag in runner.invoke(app, ["models"]).output
+    bentoml.models.delete(tag)  # leave the session's store as other tests expect it
+
+
+def test_train_refuses_a_bad_table_naming_the_column(tmp_path: Path) -> None:
+    data = tmp_path / "bad.csv"
+    frame = pd.read_csv(_generated(tmp_path))
+    frame.loc[4, "age"] = 7
+    frame.to_csv(data, index=False)
+    result = runner.invoke(app, ["train", "--data", str(data), "--trials", "1"])
+    assert result.exit_code != 0
+    assert "age" in str(result.exception)
+
+
+def _generated(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.csv"
+    runner.invoke(app, ["generate", "--rows", "300", "--out", str(path)])
+    return path

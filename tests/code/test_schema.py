@@ -1,0 +1,96 @@
+"""CustomerData: every rule has an example that breaks it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from training.schema import (
+    CATEGORIES,
+    COLUMN_KINDS,
+    RAW_COLUMNS,
+    REQUIRED_COLUMNS,
+    ColumnKind,
+    CustomerData,
+)
+
+VALID: dict[str, Any] = {
+    "customer_id": "CUST12345",
+    "age": 42,
+    "tenure_months": 24,
+    "monthly_charges": 89.99,
+    "total_charges": 2159.76,
+    "support_calls": 3,
+    "internet_service": "Fiber",
+    "contract": "Month-to-month",
+    "payment_method": "Electronic check",
+}
+
+
+def errors_for(**change: Any) -> list[tuple[str, str]]:
+    """(field, rule) of every error when `VALID` is changed by `change`."""
+    with pytest.raises(ValidationError) as caught:
+        CustomerData(**{**VALID, **change})
+    return [(".".join(map(str, e["loc"])), e["type"]) for e in caught.value.errors()]
+
+
+def test_the_design_example_is_valid() -> None:
+    customer = CustomerData(**VALID)
+    assert customer.signup_date is None and customer.tech_support is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        ({"customer_id": ""}, "customer_id", "string_too_short"),
+        ({"customer_id": "   "}, "customer_id", "string_pattern_mismatch"),
+        ({"customer_id": "x" * 129}, "customer_id", "string_too_long"),
+        ({"age": 17}, "age", "greater_than_equal"),
+        ({"age": 101}, "age", "less_than_equal"),
+        ({"age": 42.5}, "age", "int_from_float"),
+        ({"tenure_months": -1}, "tenure_months", "greater_than_equal"),
+        ({"monthly_charges": 0}, "monthly_charges", "greater_than"),
+        ({"monthly_charges": float("nan")}, "monthly_charges", "finite_number"),
+        ({"total_charges": -0.01}, "total_charges", "greater_than_equal"),
+        ({"support_calls": -1}, "support_calls", "greater_than_equal"),
+        ({"internet_service": "Cable"}, "internet_service", "literal_error"),
+        ({"contract": "Weekly"}, "contract", "literal_error"),
+        ({"payment_method": "Cash"}, "payment_method", "literal_error"),
+        ({"late_payments": -1}, "late_payments", "greater_than_equal"),
+        ({"billing_issues": -2}, "billing_issues", "greater_than_equal"),
+        ({"data_usage_gb": -1.0}, "data_usage_gb", "greater_than_equal"),
+        ({"phone_usage_minutes": -5}, "phone_usage_minutes", "greater_than_equal"),
+        ({"gender": "X"}, "gender", "literal_error"),
+        ({"tech_support": "maybe"}, "tech_support", "bool_parsing"),
+        ({"signup_date": "not a date"}, "signup_date", "date_from_datetime_parsing"),
+        ({"loyalty_card": True}, "loyalty_card", "extra_forbidden"),
+    ],
+)
+def test_each_rule_has_a_failing_example(change: dict[str, Any], field: str, rule: str) -> None:
+    assert (field, rule) in errors_for(**change)
+
+
+@pytest.mark.parametrize("field", REQUIRED_COLUMNS)
+def test_required_fields_are_required(field: str) -> None:
+    body = {k: v for k, v in VALID.items() if k != field}
+    with pytest.raises(ValidationError) as caught:
+        CustomerData(**body)
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [((field,), "missing")]
+
+
+def test_optional_fields_accept_values_and_none() -> None:
+    customer = CustomerData(
+        **VALID, signup_date="2024-05-01", tech_support=True, gender="Female", data_usage_gb=None
+    )
+    assert customer.signup_date is not None and customer.signup_date.year == 2024
+    assert customer.tech_support is True and customer.data_usage_gb is None
+
+
+def test_derived_column_lists_follow_the_model() -> None:
+    assert "customer_id" not in RAW_COLUMNS
+    assert set(RAW_COLUMNS) | {"customer_id"} == set(CustomerData.model_fields)
+    assert CATEGORIES["contract"] == ("Month-to-month", "One year", "Two year")
+    assert COLUMN_KINDS["signup_date"] is ColumnKind.DATE
+    assert COLUMN_KINDS["partner"] is ColumnKind.BOOLEAN

@@ -1,0 +1,74 @@
+"""Run `bentoml serve service:ChurnService` as a child process on a free port.
+
+Used by the serving tests and the benchmarks, which need the real server, not an
+in-process stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from training.config import PROJECT_ROOT
+
+STARTUP_SECONDS = 120
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_server(
+    bentoml_home: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    service: str = "service:ChurnService",
+) -> ServerProcess:
+    """Start `service` over `bentoml_home` and wait until `/readyz` answers 200."""
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **(extra_env or {})}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml), "serve", service, "--port", str(port)]
+    command += ["--host", "127.0.0.1"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return ServerProcess(process, url, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"server not ready in {STARTUP_SECONDS}s: {log_path.read_text()[-3000:]}")
