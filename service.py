@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from training import __version__
 from training.config import MAX_BATCH_CUSTOMERS, MODEL_NAME, get_settings
 from training.schema import BatchPrediction, CustomerData, Health, Prediction
-from training.scoring import LoadedModel, score_customers
+from training.scoring import LoadedModel, extra_field_problems, score_customers
 from training.store import stored_predictor
 
 logger = logging.getLogger("churn.service")
@@ -88,18 +88,24 @@ def _field_name(location: Sequence[Any]) -> str:
     return name or "body"
 
 
-def describe_validation_errors(detail: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pydantic's error list → a 422 body naming each field and the rule it broke."""
-    problems = [
-        {
-            "field": _field_name(error.get("loc", ())),
-            "rule": error.get("type", "invalid"),
-            "message": error.get("msg", ""),
-        }
-        for error in detail
-    ]
+def validation_body(problems: list[dict[str, str]]) -> dict[str, Any]:
+    """The 422 body: a one-line summary and, per problem, the field, rule and message."""
     summary = "; ".join(f"{p['field']}: {p['message']} ({p['rule']})" for p in problems)
     return {"error": f"invalid request: {summary}", "detail": problems}
+
+
+def describe_validation_errors(detail: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pydantic's error list → a 422 body naming each field and the rule it broke."""
+    return validation_body(
+        [
+            {
+                "field": _field_name(error.get("loc", ())),
+                "rule": error.get("type", "invalid"),
+                "message": error.get("msg", ""),
+            }
+            for error in detail
+        ]
+    )
 
 
 class ValidationErrorsAs422:
@@ -206,7 +212,17 @@ class ChurnService:
         """Score one customer (concurrent calls are merged into one batch)."""
         if self.model is None:
             return PredictionList([error_response(503, self.load_error or "")] * len(customers))
-        return PredictionList(score_customers(self.model, customers, settings))
+        invalid = extra_field_problems(self.model, customers)
+        if not invalid:
+            return PredictionList(score_customers(self.model, customers, settings))
+        valid = [c for i, c in enumerate(customers) if i not in invalid]
+        scored = iter(score_customers(self.model, valid, settings) if valid else [])
+        return PredictionList(
+            JSONResponse(validation_body(invalid[i]), status_code=422)
+            if i in invalid
+            else next(scored)
+            for i in range(len(customers))
+        )
 
     @bentoml.api(route="/predict/batch")
     def predict_batch(self, customers: list[CustomerData], /) -> BatchPrediction:
@@ -219,6 +235,12 @@ class ChurnService:
             )
         if self.model is None:
             return error_response(503, self.load_error or "")  # type: ignore[return-value]
+        invalid = extra_field_problems(self.model, customers)
+        if invalid:
+            problems = [
+                {**p, "field": f"[{i}].{p['field']}"} for i, ps in invalid.items() for p in ps
+            ]
+            return JSONResponse(validation_body(problems), status_code=422)  # type: ignore[return-value]
         predictions = score_customers(self.model, customers, settings, started)
         return BatchPrediction(
             predictions=predictions,

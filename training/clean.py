@@ -12,6 +12,8 @@ operations because it runs on the serving hot path for 1 to 1000 rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
@@ -20,17 +22,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from training.schema import COLUMN_KINDS, RAW_COLUMNS, ColumnKind
 
 
-def _columns_of(*kinds: ColumnKind) -> np.ndarray:
-    """Boolean mask over `RAW_COLUMNS` selecting the columns of the given kinds."""
-    return np.array([COLUMN_KINDS[name] in kinds for name in RAW_COLUMNS])
+def _columns_of(kinds: Sequence[str], *wanted: ColumnKind) -> np.ndarray:
+    """Boolean mask over the columns (of the given kinds) selecting the wanted kinds."""
+    return np.array([ColumnKind(kind) in wanted for kind in kinds])
 
 
-_MEDIAN_COLUMNS = _columns_of(ColumnKind.NUMBER, ColumnKind.DATE)
-"""Continuous columns: imputed with the median, robust to the outliers capped below."""
-_MODE_COLUMNS = _columns_of(ColumnKind.BOOLEAN, ColumnKind.CATEGORY)
-"""Discrete columns: imputed with the most frequent code, so the fill is a valid value."""
-_CAPPED_COLUMNS = _columns_of(ColumnKind.NUMBER)
-"""Only amounts and counts are capped; codes and dates have no meaningful outliers."""
+_RAW_KINDS = [COLUMN_KINDS[name].value for name in RAW_COLUMNS]
+# Continuous columns are imputed with the median (robust to the outliers capped below);
+# discrete ones with the most frequent code, so the fill is a valid value. Only amounts and
+# counts are capped: codes and dates have no meaningful outliers.
+_MEDIAN_KINDS = (ColumnKind.NUMBER, ColumnKind.DATE)
+_MODE_KINDS = (ColumnKind.BOOLEAN, ColumnKind.CATEGORY)
 
 
 def check_raw_matrix(X: object, n_features: int) -> np.ndarray:
@@ -70,14 +72,23 @@ class CustomerCleaner(TransformerMixin, BaseEstimator):
         A column missing in more than this fraction of training rows is treated as absent:
         it is all-NaN on output (XGBoost handles NaN natively) instead of being imputed
         from too few values. A column with no observed value at all is always absent.
+    extra_kinds:
+        Kinds (``"number"`` or ``"category"``) of the extra columns a data profile appends
+        after `RAW_COLUMNS`; they are cleaned by the same rules.
     iqr_multiplier:
         ``k`` in the caps ``[Q1 - k·IQR, Q3 + k·IQR]`` applied to NUMBER columns
         (not to a column whose IQR is 0, which capping would flatten entirely).
     """
 
-    def __init__(self, max_missing_fraction: float = 0.5, iqr_multiplier: float = 1.5) -> None:
+    def __init__(
+        self,
+        max_missing_fraction: float = 0.5,
+        iqr_multiplier: float = 1.5,
+        extra_kinds: Sequence[str] = (),
+    ) -> None:
         self.max_missing_fraction = max_missing_fraction
         self.iqr_multiplier = iqr_multiplier
+        self.extra_kinds = extra_kinds
 
     def __sklearn_tags__(self) -> Tags:
         """Declare NaN support: missing values are this transformer's whole job."""
@@ -94,8 +105,9 @@ class CustomerCleaner(TransformerMixin, BaseEstimator):
         if not self.iqr_multiplier >= 0.0:
             raise ValueError(f"iqr_multiplier must be >= 0, got {self.iqr_multiplier!r}")
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
-        if X.shape[1] != len(RAW_COLUMNS):
-            raise ValueError(f"expected {len(RAW_COLUMNS)} raw columns, got {X.shape[1]}")
+        kinds = [*_RAW_KINDS, *self.extra_kinds]
+        if X.shape[1] != len(kinds):
+            raise ValueError(f"expected {len(kinds)} raw columns, got {X.shape[1]}")
 
         missing = np.isnan(X)
         self.missing_fraction_ = missing.mean(axis=0)
@@ -103,16 +115,16 @@ class CustomerCleaner(TransformerMixin, BaseEstimator):
         kept = ~self.dropped_
 
         fill = np.full(X.shape[1], np.nan)
-        median_cols = kept & _MEDIAN_COLUMNS
+        median_cols = kept & _columns_of(kinds, *_MEDIAN_KINDS)
         if median_cols.any():
             fill[median_cols] = np.nanmedian(X[:, median_cols], axis=0)
-        mode_cols = kept & _MODE_COLUMNS
+        mode_cols = kept & _columns_of(kinds, *_MODE_KINDS)
         fill[mode_cols] = _column_modes(X[:, mode_cols])
         self.fill_values_ = fill
 
         lower = np.full(X.shape[1], -np.inf)
         upper = np.full(X.shape[1], np.inf)
-        capped = kept & _CAPPED_COLUMNS
+        capped = kept & _columns_of(kinds, ColumnKind.NUMBER)
         if capped.any():
             q1, q3 = np.nanquantile(X[:, capped], [0.25, 0.75], axis=0)
             spread = self.iqr_multiplier * (q3 - q1)
@@ -141,4 +153,5 @@ class CustomerCleaner(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """The raw column names: cleaning keeps the matrix layout unchanged."""
         check_is_fitted(self)
-        return np.asarray(RAW_COLUMNS, dtype=object)
+        extras = [f"extra_{i}" for i in range(len(self.extra_kinds))]
+        return np.asarray([*RAW_COLUMNS, *extras], dtype=object)

@@ -48,6 +48,9 @@ def generate(
 def train(
     data: Annotated[str, typer.Option(help="CSV/Parquet file, or a SQLAlchemy URL.")],
     query: Annotated[str | None, typer.Option(help="SQL query, with a URL.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Data profile: a built-in name (telco) or a YAML file.")
+    ] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Candidates to try.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     balance: Annotated[str, typer.Option(help="smote | weight | none")] = "smote",
@@ -58,7 +61,7 @@ def train(
     reports: Annotated[Path | None, typer.Option(help="Folder for plots.")] = None,
 ) -> None:
     """Tune, fit, calibrate and evaluate a model; save it to the BentoML store."""
-    from training.data import load_table
+    from training.profiles import load_profiled_table
     from training.train import TrainingOptions, train_model
     from training.tune import BALANCE_CHOICES
 
@@ -67,7 +70,8 @@ def train(
     options = TrainingOptions.from_settings(
         trials=trials, seed=seed, balance=balance, search_rows=search_rows
     )
-    outcome = train_model(load_table(data, query), options, reports)
+    table, extras = load_profiled_table(data, query, profile)
+    outcome = train_model(table, options, reports, extras)
     metrics = {k: round(v, 6) for k, v in outcome.metrics.items()}
     typer.echo(json.dumps(metrics, indent=2))
     if "bayes_optimal_auc_test" in outcome.metadata["training"]:
@@ -78,6 +82,32 @@ def train(
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(outcome.metrics, indent=2))
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option(help="Labelled CSV/Parquet file, or a SQLAlchemy URL.")],
+    metrics_out: Annotated[Path, typer.Option(help="Write the metrics JSON here.")],
+    profile: Annotated[str | None, typer.Option(help="Data profile, as for train.")] = None,
+    query: Annotated[str | None, typer.Option(help="SQL query, with a URL.")] = None,
+    model: Annotated[str, typer.Option(help="Model tag.")] = "churn_model:latest",
+    holdout: Annotated[
+        bool, typer.Option(help="Score only the rows the model's training held out.")
+    ] = False,
+) -> None:
+    """Score a stored model on labelled data; same metric keys as training."""
+    from training.evaluate import evaluate_stored_model
+    from training.profiles import load_profiled_table
+    from training.store import load_predictor
+
+    stored = load_predictor(model)
+    table, _ = load_profiled_table(data, query, profile)
+    report = evaluate_stored_model(stored, table, holdout)
+    typer.echo(
+        f"{stored.version}: " + json.dumps({k: round(v, 6) for k, v in report.metrics.items()})
+    )
+    metrics_out.parent.mkdir(parents=True, exist_ok=True)
+    metrics_out.write_text(json.dumps(report.metrics, indent=2))
 
 
 @app.command()
@@ -104,6 +134,7 @@ def serve(
             generate(rows=DEMO_ROWS, seed=42, out=demo)
         train(
             data=str(demo),
+            profile=None,
             trials=DEMO_TRIALS,
             seed=None,
             balance="smote",

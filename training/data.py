@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from training.extras import ExtraColumn
 from training.schema import (
     CATEGORIES,
     COLUMN_KINDS,
@@ -200,10 +201,13 @@ def _to_number(name: str, column: pd.Series, checker: _Checker) -> pd.Series:
     values = numbers.to_numpy()
     checker.flag(name, "must be a number", present & np.isnan(values), column)
     checker.flag(name, "must be finite", np.isinf(values), column)
-    if CustomerData.model_fields[name].annotation in (int, int | None):
+    spec = CustomerData.model_fields.get(name)
+    if spec is None:  # an extra column: any finite number
+        return numbers
+    if spec.annotation in (int, int | None):
         whole = np.isfinite(values) & (values != np.round(values))
         checker.flag(name, "must be a whole number", whole, column)
-    for constraint in CustomerData.model_fields[name].metadata:
+    for constraint in spec.metadata:
         if type(constraint) in _BOUNDS:
             attribute, symbol, violates = _BOUNDS[type(constraint)]
             bound = getattr(constraint, attribute)
@@ -295,11 +299,15 @@ def _to_probability(column: pd.Series, checker: _Checker) -> pd.Series:
     return values
 
 
-def validate_table(frame: pd.DataFrame, *, require_target: bool = True) -> pd.DataFrame:
+def validate_table(
+    frame: pd.DataFrame, *, require_target: bool = True, extras: Sequence[ExtraColumn] = ()
+) -> pd.DataFrame:
     """A typed copy of `frame` ready for `encode_frame`, or `TableSchemaError`.
 
     Output types: id and categories `str`, numbers float64 (NaN for missing), booleans
-    pandas ``boolean``, dates datetime64[s], the target 0/1 int. Unknown columns are dropped.
+    pandas ``boolean``, dates datetime64[s], the target 0/1 int. A data profile's `extras`
+    are kept (numbers checked as numbers, categories as text); other unknown columns are
+    dropped.
     """
     checker = _Checker()
     source = frame.reset_index(drop=True)
@@ -312,6 +320,13 @@ def validate_table(frame: pd.DataFrame, *, require_target: bool = True) -> pd.Da
     for name in RAW_COLUMNS:
         if name in source.columns:
             out[name] = _convert(name, _blank_to_na(source[name]), checker)
+    for extra in extras:
+        if extra.name not in source.columns:
+            checker.missing_column(extra.name, len(source))
+        elif extra.kind == "number":
+            out[extra.name] = _to_number(extra.name, _blank_to_na(source[extra.name]), checker)
+        else:
+            out[extra.name] = _blank_to_na(source[extra.name]).astype("string")
     if TARGET_COLUMN in source.columns:
         target = _blank_to_na(source[TARGET_COLUMN])
         out[TARGET_COLUMN] = _to_target(target, checker, require_target)
@@ -365,9 +380,11 @@ def quality_report(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: int) ->
     )
 
 
-def prepare_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, DataQualityReport]:
+def prepare_table(
+    frame: pd.DataFrame, extras: Sequence[ExtraColumn] = ()
+) -> tuple[pd.DataFrame, DataQualityReport]:
     """Validate (target required), drop duplicate customers and report: training's entry."""
-    typed = validate_table(frame, require_target=True)
+    typed = validate_table(frame, require_target=True, extras=extras)
     cleaned, duplicates = deduplicate(typed)
     return cleaned, quality_report(frame, cleaned, duplicates)
 
@@ -378,3 +395,17 @@ def split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         raise KeyError(f"table has no {TARGET_COLUMN!r} column to learn from")
     features = frame.drop(columns=[TARGET_COLUMN, TRUE_PROBABILITY_COLUMN], errors="ignore")
     return features, frame[TARGET_COLUMN].to_numpy(dtype=np.int64)
+
+
+def split_holdout(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the stratified train / held-out split training uses.
+
+    `churn evaluate --holdout` calls it with the seed and test size stored in the model,
+    so it scores exactly the rows training held out.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(
+        np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed
+    )
+    return np.asarray(train), np.asarray(test)

@@ -17,6 +17,7 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
+from training.extras import ExtraColumn, encode_extra_frame, encode_extra_values
 from training.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind, CustomerData
 
 RAW_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_COLUMNS)}
@@ -62,13 +63,18 @@ def _encode_columns(columns: Sequence[Sequence[object] | np.ndarray], n_rows: in
     return out
 
 
-def encode_customers(customers: Sequence[CustomerData]) -> np.ndarray:
-    """Validated requests → raw matrix of shape ``(len(customers), len(RAW_COLUMNS))``."""
+def encode_customers(
+    customers: Sequence[CustomerData], extras: Sequence[ExtraColumn] = ()
+) -> np.ndarray:
+    """Validated requests → raw matrix: `RAW_COLUMNS`, then the model's extra columns."""
     columns = list(zip(*map(_gather, customers), strict=True))
-    return _encode_columns(columns, len(customers))
+    raw = _encode_columns(columns, len(customers))
+    if not extras:
+        return raw
+    return np.hstack([raw, encode_extra_values([c.extra for c in customers], extras)])
 
 
-def encode_frame(frame: pd.DataFrame) -> np.ndarray:
+def encode_frame(frame: pd.DataFrame, extras: Sequence[ExtraColumn] = ()) -> np.ndarray:
     """A typed customer table → raw matrix; absent optional columns become NaN."""
     missing: list[object] = [None] * len(frame)
     columns: list[Sequence[object] | np.ndarray] = []
@@ -80,4 +86,5 @@ def encode_frame(frame: pd.DataFrame) -> np.ndarray:
         if COLUMN_KINDS[name] is ColumnKind.DATE:
             column = pd.to_datetime(column, errors="coerce")
         columns.append(column.astype(object).where(column.notna(), None).to_numpy(dtype=object))
-    return _encode_columns(columns, len(frame))
+    raw = _encode_columns(columns, len(frame))
+    return np.hstack([raw, encode_extra_frame(frame, extras)]) if extras else raw

@@ -10,9 +10,10 @@ so the threshold chosen there means the same thing here).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -25,6 +26,9 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+
+if TYPE_CHECKING:
+    from training.store import StoredPredictor
 
 METRIC_NAMES: tuple[str, ...] = (
     "roc_auc",
@@ -214,3 +218,25 @@ def evaluate_predictions(
         confusion_matrix=[[int(c) for c in row] for row in matrix],
         classification_report=_json_safe(report),
     )
+
+
+def evaluate_stored_model(
+    stored: StoredPredictor, table: pd.DataFrame, holdout: bool = False
+) -> EvaluationReport:
+    """Score a stored model on a labelled canonical table, at the model's own threshold.
+
+    With `holdout`, only the rows training held out (same split seed and test size, read
+    from the model's metadata), so the figures reproduce training's.
+    """
+    from training.data import prepare_table, split_holdout, split_xy
+    from training.encode import encode_frame
+
+    predictor = stored.predictor
+    frame, _ = prepare_table(table, predictor.extras)
+    features, y = split_xy(frame)
+    rows = np.arange(len(y))
+    if holdout:
+        training = stored.metadata["training"]
+        _, rows = split_holdout(y, float(training["test_size"]), int(training["seed"]))
+    proba = predictor.predict_proba(encode_frame(features.iloc[rows], predictor.extras))
+    return evaluate_predictions(y[rows], proba, predictor.threshold)

@@ -13,7 +13,7 @@ and arrays, saved by the model store as JSON like the cleaner's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from training.clean import check_raw_matrix
 from training.encode import RAW_INDEX
+from training.extras import feature_name
 from training.schema import CATEGORIES, RAW_COLUMNS
 
 ENGINEERED_FEATURES: tuple[str, ...] = (
@@ -199,6 +200,9 @@ class ChurnFeatures(TransformerMixin, BaseEstimator):
     the tertile cuts for the usage levels.
     """
 
+    def __init__(self, extra_names: Sequence[str] = ()) -> None:
+        self.extra_names = extra_names
+
     def __sklearn_tags__(self) -> Tags:
         """Declare NaN support: missing inputs flow through to NaN features."""
         tags = super().__sklearn_tags__()
@@ -208,8 +212,9 @@ class ChurnFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: object = None) -> ChurnFeatures:
         """Learn the reference day and usage tertiles from the cleaned training matrix."""
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
-        if X.shape[1] != len(RAW_COLUMNS):
-            raise ValueError(f"expected {len(RAW_COLUMNS)} raw columns, got {X.shape[1]}")
+        expected = len(RAW_COLUMNS) + len(self.extra_names)
+        if X.shape[1] != expected:
+            raise ValueError(f"expected {expected} raw columns, got {X.shape[1]}")
         signup = X[:, RAW_INDEX["signup_date"]]
         observed = signup[~np.isnan(signup)]
         self.reference_day_ = float(observed.max()) if observed.size else float("nan")
@@ -228,12 +233,14 @@ class ChurnFeatures(TransformerMixin, BaseEstimator):
         features.update(self._financial(X, features["total_services_count"]))
         features.update(self._behaviour(X, features["service_adoption_rate"]))
         engineered = np.column_stack([features[name] for name in ENGINEERED_FEATURES])
-        return np.hstack([engineered, X[:, _PASSTHROUGH_IDX]])
+        extras = X[:, len(RAW_COLUMNS) :]  # a data profile's extra columns, as cleaned
+        return np.hstack([engineered, X[:, _PASSTHROUGH_IDX], extras])
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """`FEATURE_NAMES`: the 25 engineered features, then the passthroughs."""
+        """`FEATURE_NAMES` (25 engineered, then passthroughs), then ``extra_<name>``s."""
         check_is_fitted(self)
-        return np.asarray(FEATURE_NAMES, dtype=object)
+        extras = [feature_name(name) for name in self.extra_names]
+        return np.asarray([*FEATURE_NAMES, *extras], dtype=object)
 
     # Feature groups ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import numpy as np
 import xgboost as xgb
 
 from training.clean import CustomerCleaner
+from training.extras import ExtraColumn
 from training.features import ChurnFeatures
 
 
@@ -53,6 +54,7 @@ class ChurnPredictor:
     booster: xgb.Booster
     calibration: IsotonicCalibration
     threshold: float
+    extras: tuple[ExtraColumn, ...] = ()
 
     @property
     def feature_names(self) -> Sequence[str]:

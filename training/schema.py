@@ -31,16 +31,18 @@ class CustomerData(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     customer_id: str = Field(min_length=1, max_length=128, pattern=r"\S")
-    age: int = Field(ge=18, le=100)
     tenure_months: int = Field(ge=0, le=1200)
     monthly_charges: float = Field(gt=0)
     total_charges: float = Field(ge=0)
-    support_calls: int = Field(ge=0)
     internet_service: InternetService
     contract: Contract
     payment_method: PaymentMethod
 
-    # Optional signals: may be missing in training tables and in requests.
+    # Optional signals: may be missing in training tables and in requests. Age and
+    # support calls were required in the original design; many real tables (IBM Telco
+    # among them) do not have them, so they are optional with the same rules.
+    age: int | None = Field(default=None, ge=18, le=100)
+    support_calls: int | None = Field(default=None, ge=0)
     signup_date: date | None = None
     late_payments: int | None = Field(default=None, ge=0)
     billing_issues: int | None = Field(default=None, ge=0)
@@ -59,6 +61,10 @@ class CustomerData(BaseModel):
     senior_citizen: bool | None = None
     partner: bool | None = None
     dependents: bool | None = None
+
+    # Inputs beyond this schema that a data profile added to the model (checked against
+    # the served model's extra columns, not here).
+    extra: dict[str, float | str] | None = Field(default=None, max_length=100)
 
 
 class ColumnKind(StrEnum):
@@ -87,10 +93,13 @@ def _kind_of(annotation: object) -> tuple[ColumnKind, tuple[str, ...]]:
 
 
 ID_COLUMN = "customer_id"
+EXTRA_FIELD = "extra"
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(
     name for name, f in CustomerData.model_fields.items() if f.is_required()
 )
-RAW_COLUMNS: tuple[str, ...] = tuple(n for n in CustomerData.model_fields if n != ID_COLUMN)
+RAW_COLUMNS: tuple[str, ...] = tuple(
+    n for n in CustomerData.model_fields if n not in (ID_COLUMN, EXTRA_FIELD)
+)
 """Model inputs, in the column order of the raw float matrix."""
 COLUMN_KINDS: dict[str, ColumnKind] = {
     n: _kind_of(CustomerData.model_fields[n].annotation)[0] for n in RAW_COLUMNS

@@ -15,6 +15,7 @@ import numpy as np
 
 from training.config import Settings
 from training.encode import encode_customers
+from training.extras import extra_problems
 from training.predict import ChurnPredictor
 from training.schema import CustomerData, Prediction, Reason
 
@@ -68,6 +69,20 @@ def recommendation(level: str, top_feature: str | None) -> str:
     return f"{base} {hint}" if hint and level != "low" else base
 
 
+def extra_field_problems(
+    model: LoadedModel, customers: Sequence[CustomerData]
+) -> dict[int, list[dict[str, str]]]:
+    """Customers whose ``extra`` object does not fit the model: position → problems."""
+    columns = model.predictor.extras
+    found = {}
+    for i, customer in enumerate(customers):
+        if customer.extra or columns:
+            problems = extra_problems(customer.extra, columns)
+            if problems:
+                found[i] = problems
+    return found
+
+
 def score_customers(
     model: LoadedModel,
     customers: Sequence[CustomerData],
@@ -77,7 +92,7 @@ def score_customers(
     """Score a batch in one pass and build one `Prediction` per customer."""
     started = time.perf_counter() if started is None else started
     predictor = model.predictor
-    features = predictor.transform(encode_customers(customers))
+    features = predictor.transform(encode_customers(customers, predictor.extras))
     probability = predictor.calibration(predictor.raw_probability(features))
     levels = risk_levels(probability, settings)
     will_churn = probability >= predictor.threshold

@@ -1,4 +1,5 @@
-"""Run `bentoml serve service:ChurnService` as a child process on a free port.
+"""Run `bentoml serve service:ChurnService` as a child process on a free port, and turn
+customer tables into request bodies for it.
 
 Used by the serving tests and the benchmarks, which need the real server, not an
 in-process stand-in.
@@ -11,12 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pandas as pd
 
 from training.config import PROJECT_ROOT
+from training.extras import ExtraColumn
+from training.schema import COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
 
 STARTUP_SECONDS = 120
 
@@ -72,3 +78,32 @@ def start_server(
         time.sleep(0.3)
     process.kill()
     raise RuntimeError(f"server not ready in {STARTUP_SECONDS}s: {log_path.read_text()[-3000:]}")
+
+
+def request_bodies(frame: pd.DataFrame, extras: Sequence[ExtraColumn] = ()) -> list[dict[str, Any]]:
+    """Rows of a typed customer table as `/predict` JSON bodies (missing fields left out)."""
+    bodies = []
+    for row in frame.to_dict(orient="records"):
+        body: dict[str, Any] = {ID_COLUMN: str(row[ID_COLUMN])}
+        for name, kind in COLUMN_KINDS.items():
+            value = row.get(name)
+            if value is None or pd.isna(value):
+                continue
+            if kind is ColumnKind.BOOLEAN:
+                value = bool(value)
+            elif kind is ColumnKind.DATE:
+                value = pd.Timestamp(value).date().isoformat()
+            elif kind is ColumnKind.NUMBER:
+                value = float(value)
+                whole = CustomerData.model_fields[name].annotation in (int, int | None)
+                value = int(value) if whole else value
+            body[name] = value
+        extra = {
+            c.name: (float(row[c.name]) if c.kind == "number" else str(row[c.name]))
+            for c in extras
+            if not pd.isna(row[c.name])
+        }
+        if extra:
+            body["extra"] = extra
+        bodies.append(body)
+    return bodies

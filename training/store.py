@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator
 
 from training.clean import CustomerCleaner
 from training.config import MODEL_NAME
+from training.extras import ExtraColumn
 from training.features import ChurnFeatures
 from training.predict import ChurnPredictor, IsotonicCalibration
 
@@ -65,7 +66,8 @@ def estimator_state(estimator: BaseEstimator) -> dict[str, Any]:
 
 def restore_estimator(cls: type[E], state: dict[str, Any]) -> E:
     """Rebuild a fitted estimator from `estimator_state` output."""
-    estimator = cls(**state["params"])
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in state["params"].items()}
+    estimator = cls(**params)
     for name, value in state["learned"].items():
         setattr(estimator, name, np.asarray(value) if isinstance(value, list) else value)
     return estimator
@@ -81,6 +83,7 @@ def pipeline_state(predictor: ChurnPredictor) -> dict[str, Any]:
             "y_knots": predictor.calibration.y_knots.tolist(),
         },
         "threshold": predictor.threshold,
+        "extras": [column.to_dict() for column in predictor.extras],
     }
 
 
@@ -99,6 +102,7 @@ def predictor_from_files(path: Path) -> ChurnPredictor:
             np.asarray(state["calibration"]["y_knots"]),
         ),
         threshold=float(state["threshold"]),
+        extras=tuple(ExtraColumn.from_dict(c) for c in state.get("extras", [])),
     )
 
 

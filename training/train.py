@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ from sklearn.model_selection import train_test_split
 
 from training import __version__
 from training.config import TRUE_PROBABILITY_COLUMN, get_settings
-from training.data import prepare_table, split_xy
+from training.data import prepare_table, split_holdout, split_xy
 from training.encode import encode_frame
 from training.evaluate import choose_threshold, evaluate_predictions
-from training.features import FEATURE_NAMES
+from training.extras import ExtraColumn, learn_categories
 from training.plots import write_evaluation_plots
 from training.predict import ChurnPredictor, IsotonicCalibration
 from training.store import load_predictor, save_predictor
@@ -105,10 +106,14 @@ def sample_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def calibrate(
-    raw: np.ndarray, y: np.ndarray, params: dict[str, Any], options: TrainingOptions
+    raw: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    options: TrainingOptions,
+    extras: Sequence[ExtraColumn] = (),
 ) -> tuple[IsotonicCalibration, float, int, float]:
     """Out-of-fold predictions on the whole training split → calibration, threshold, trees."""
-    folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed)
+    folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed, extras)
     cv = cross_validate(params, folds, options.balance, len(y))
     isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(cv.oof, y)
     calibration = IsotonicCalibration(
@@ -120,13 +125,20 @@ def calibrate(
 
 
 def fit_final(
-    raw: np.ndarray, y: np.ndarray, params: dict[str, Any], n_trees: int, options: TrainingOptions
+    raw: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    n_trees: int,
+    options: TrainingOptions,
+    extras: Sequence[ExtraColumn] = (),
 ) -> tuple[Any, Any, xgb.Booster]:
     """Fit cleaner, features (and SMOTE) and the booster on the whole training split."""
-    prep = build_preprocessing(options.balance, options.seed)
+    prep = build_preprocessing(options.balance, options.seed, extras)
     x, y_fit = prep.fit_resample(raw, y)
     n_pos = max(int(y_fit.sum()), 1)
-    dtrain = xgb.QuantileDMatrix(x, y_fit, feature_names=list(FEATURE_NAMES), max_bin=256)
+    dtrain = xgb.QuantileDMatrix(
+        x, y_fit, feature_names=list(prep[:2].get_feature_names_out()), max_bin=256
+    )
     booster = xgb.train(
         booster_params(params, options.balance, (len(y_fit) - n_pos) / n_pos),
         dtrain,
@@ -135,17 +147,17 @@ def fit_final(
     return prep.named_steps["clean"], prep.named_steps["features"], booster
 
 
-def feature_importance(booster: xgb.Booster) -> dict[str, float]:
+def feature_importance(booster: xgb.Booster, names: Sequence[str]) -> dict[str, float]:
     """Total gain per feature, normalised to sum to 1, every feature listed."""
     gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     total = sum(gain.values()) or 1.0
-    return {name: gain.get(name, 0.0) / total for name in FEATURE_NAMES}
+    return {name: gain.get(name, 0.0) / total for name in names}
 
 
-def reference_profile(features: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def reference_profile(features: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, Any]:
     """Per-feature decile edges and proportions of the training features, for PSI."""
     profile = {}
-    for j, name in enumerate(FEATURE_NAMES):
+    for j, name in enumerate(names):
         column = features[:, j][~np.isnan(features[:, j])]
         if column.size == 0:
             profile[name] = {"edges": [], "proportions": [], "missing_fraction": 1.0}
@@ -213,16 +225,21 @@ def record_run(
 
 
 def train_model(
-    table: pd.DataFrame, options: TrainingOptions, reports_dir: Path | None = None
+    table: pd.DataFrame,
+    options: TrainingOptions,
+    reports_dir: Path | None = None,
+    extras: Sequence[ExtraColumn] = (),
 ) -> TrainingOutcome:
-    """Run the whole training procedure on a customer table (see module docstring)."""
+    """Run the whole training procedure on a customer table (see module docstring).
+
+    `extras` are a data profile's extra columns (present in `table` under their names).
+    """
     started = time.perf_counter()
-    frame, quality = prepare_table(table)
+    frame, quality = prepare_table(table, extras)
+    extras = learn_categories(extras, frame)
     features_frame, y = split_xy(frame)
-    raw = encode_frame(features_frame)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(y)), test_size=options.test_size, stratify=y, random_state=options.seed
-    )
+    raw = encode_frame(features_frame, extras)
+    train_idx, test_idx = split_holdout(y, options.test_size, options.seed)
     raw_train, y_train = raw[train_idx], y[train_idx]
 
     search_idx = sample_rows(y_train, options.search_rows, options.seed)
@@ -234,20 +251,22 @@ def train_model(
         balance=options.balance,
         seed=options.seed,
         progress=options.progress,
+        extras=extras,
     )
     tuned_at = time.perf_counter()
     calibration, threshold, n_trees, oof_auc = calibrate(
-        raw_train, y_train, tuning.best_params, options
+        raw_train, y_train, tuning.best_params, options, extras
     )
     cleaner, transformer, booster = fit_final(
-        raw_train, y_train, tuning.best_params, n_trees, options
+        raw_train, y_train, tuning.best_params, n_trees, options, extras
     )
-    predictor = ChurnPredictor(cleaner, transformer, booster, calibration, threshold)
+    predictor = ChurnPredictor(cleaner, transformer, booster, calibration, threshold, tuple(extras))
+    names = list(predictor.feature_names)
 
     test_proba = predictor.predict_proba(raw[test_idx])
     report = evaluate_predictions(y[test_idx], test_proba, threshold)
     metrics = dict(report.metrics)
-    importance = feature_importance(booster)
+    importance = feature_importance(booster, names)
     duration = time.perf_counter() - started
 
     reports_dir = reports_dir or get_settings().reports_dir
@@ -259,7 +278,8 @@ def train_model(
         "package_version": __version__,
         "metrics": metrics,
         "threshold": threshold,
-        "feature_names": list(FEATURE_NAMES),
+        "feature_names": names,
+        "extras": [column.to_dict() for column in extras],
         "params": params,
         "training": {
             "rows": len(frame),
@@ -267,6 +287,7 @@ def train_model(
             "test_rows": len(test_idx),
             "data_hash": frame_hash(frame),
             "seed": options.seed,
+            "test_size": options.test_size,
             "trials": options.trials,
             "trials_completed": tuning.trials_completed,
             "trials_pruned": tuning.trials_pruned,
@@ -287,9 +308,9 @@ def train_model(
         metadata["training"]["bayes_optimal_auc_test"] = float(roc_auc_score(y[test_idx], truth))
 
     train_features = predictor.transform(raw_train[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)])
-    metadata["reference_profile"] = reference_profile(predictor.transform(raw_train))
+    metadata["reference_profile"] = reference_profile(predictor.transform(raw_train), names)
     reports = write_reports(metadata, reports_dir)
-    reference = pd.DataFrame(train_features, columns=list(FEATURE_NAMES))
+    reference = pd.DataFrame(train_features, columns=names)
     tag = record_run(predictor, metadata, reference, [*plots.values(), *reports], options.save)
     return TrainingOutcome(
         predictor,

@@ -8,7 +8,7 @@ validation fold. Hopeless trials are pruned after a fold or two.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +21,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from training.clean import CustomerCleaner
-from training.features import FEATURE_NAMES, ChurnFeatures
+from training.extras import ExtraColumn
+from training.features import ChurnFeatures
 
 Balance = Literal["smote", "weight", "none"]
 BALANCE_CHOICES: tuple[Balance, ...] = ("smote", "weight", "none")
@@ -55,9 +56,14 @@ class MissingTolerantSMOTE(SMOTE):
         return x_res, y_res
 
 
-def build_preprocessing(balance: Balance, seed: int) -> Pipeline:
+def build_preprocessing(
+    balance: Balance, seed: int, extras: Sequence[ExtraColumn] = ()
+) -> Pipeline:
     """Clean → features (→ SMOTE): fitted per training fold, never on validation rows."""
-    steps: list[tuple[str, Any]] = [("clean", CustomerCleaner()), ("features", ChurnFeatures())]
+    steps: list[tuple[str, Any]] = [
+        ("clean", CustomerCleaner(extra_kinds=tuple(e.kind for e in extras))),
+        ("features", ChurnFeatures(extra_names=tuple(e.name for e in extras))),
+    ]
     if balance == "smote":
         steps.append(("smote", MissingTolerantSMOTE(random_state=seed)))
     return Pipeline(steps)
@@ -75,16 +81,21 @@ class PreparedFold:
 
 
 def prepare_folds(
-    raw: np.ndarray, y: np.ndarray, n_folds: int, balance: Balance, seed: int
+    raw: np.ndarray,
+    y: np.ndarray,
+    n_folds: int,
+    balance: Balance,
+    seed: int,
+    extras: Sequence[ExtraColumn] = (),
 ) -> list[PreparedFold]:
     """Split, fit preprocessing on each training fold, build XGBoost matrices."""
     folds = []
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for train_index, valid_index in splitter.split(raw, y):
-        prep = build_preprocessing(balance, seed)
+        prep = build_preprocessing(balance, seed, extras)
         x_train, y_train = prep.fit_resample(raw[train_index], y[train_index])
         x_valid = prep[:2].transform(raw[valid_index])
-        names = list(FEATURE_NAMES)
+        names = list(prep[:2].get_feature_names_out())
         train = xgb.QuantileDMatrix(x_train, y_train, feature_names=names, max_bin=256)
         valid = xgb.DMatrix(x_valid, y[valid_index], feature_names=names)
         n_pos = max(int(y_train.sum()), 1)
@@ -171,9 +182,10 @@ def tune(
     balance: Balance,
     seed: int,
     progress: bool = True,
+    extras: Sequence[ExtraColumn] = (),
 ) -> TuningResult:
     """Search `trials` configurations; the objective is mean validation ROC-AUC."""
-    folds = prepare_folds(raw, y, n_folds, balance, seed)
+    folds = prepare_folds(raw, y, n_folds, balance, seed, extras)
 
     def objective(trial: optuna.Trial) -> float:
         def report(step: int, running_auc: float) -> None:

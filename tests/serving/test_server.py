@@ -9,41 +9,18 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
-from training.schema import COLUMN_KINDS, ColumnKind
+from training.server_process import request_bodies
 from training.train import TrainingOutcome
 
 CLIENTS = 64
 ROUNDS = 4
 
 
-def request_bodies(frame: pd.DataFrame, ids: pd.Series) -> list[dict[str, Any]]:
-    """Rows of a typed customer table as `/predict` JSON bodies (missing fields left out)."""
-    bodies = []
-    for position, row in enumerate(frame.to_dict(orient="records")):
-        body: dict[str, Any] = {"customer_id": str(ids.iloc[position])}
-        for name, kind in COLUMN_KINDS.items():
-            value = row.get(name)
-            if value is None or pd.isna(value):
-                continue
-            if kind is ColumnKind.BOOLEAN:
-                value = bool(value)
-            elif kind is ColumnKind.DATE:
-                value = pd.Timestamp(value).date().isoformat()
-            elif kind is ColumnKind.NUMBER:
-                value = float(value)
-                value = int(value) if value.is_integer() and name != "monthly_charges" else value
-            body[name] = value
-        bodies.append(body)
-    return bodies
-
-
 @pytest.fixture(scope="module")
 def bodies(trained: TrainingOutcome) -> list[dict[str, Any]]:
-    frame = trained.test_frame.iloc[: CLIENTS * ROUNDS]
-    return request_bodies(frame, frame["customer_id"])
+    return request_bodies(trained.test_frame.iloc[: CLIENTS * ROUNDS])
 
 
 async def post_concurrently(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
