@@ -53,7 +53,12 @@ def train(
     ] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Candidates to try.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    balance: Annotated[str, typer.Option(help="smote | weight | none")] = "smote",
+    balance: Annotated[
+        str | None, typer.Option(help="none | weight | smote (default: none)")
+    ] = None,
+    linear_weight: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Logistic-regression share of the blend.")
+    ] = None,
     search_rows: Annotated[
         int | None, typer.Option(min=1000, help="Tune on at most this many rows.")
     ] = None,
@@ -65,10 +70,14 @@ def train(
     from training.train import TrainingOptions, train_model
     from training.tune import BALANCE_CHOICES
 
-    if balance not in BALANCE_CHOICES:
+    if balance is not None and balance not in BALANCE_CHOICES:
         raise typer.BadParameter(f"--balance must be one of {', '.join(BALANCE_CHOICES)}")
     options = TrainingOptions.from_settings(
-        trials=trials, seed=seed, balance=balance, search_rows=search_rows
+        trials=trials,
+        seed=seed,
+        balance=balance,
+        search_rows=search_rows,
+        linear_weight=linear_weight,
     )
     table, extras = load_profiled_table(data, query, profile)
     outcome = train_model(table, options, reports, extras)
@@ -137,7 +146,8 @@ def serve(
             profile=None,
             trials=DEMO_TRIALS,
             seed=None,
-            balance="smote",
+            balance=None,
+            linear_weight=None,
             search_rows=None,
             metrics_out=None,
             reports=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,18 @@ class Settings(BaseSettings):
 
     # Training.
     seed: int = 42
+    balance: Literal["none", "weight", "smote"] = Field(
+        default="none",
+        description="Class-imbalance handling; 'none' won on CV AUC on Telco and synthetic "
+        "data once probabilities are calibrated (BENCHMARKS.md).",
+    )
+    linear_weight: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Weight of the logistic regression in the blend; unset: chosen on "
+        "out-of-fold ROC-AUC.",
+    )
     cv_folds: int = Field(default=5, ge=2)
     test_size: float = Field(default=0.2, gt=0, lt=1)
     trials: int = Field(default=60, ge=1, description="Hyperparameter candidates tried.")

@@ -1,4 +1,4 @@
-"""The fitted scoring pipeline: raw matrix → clean → features → XGBoost → calibrated probability.
+"""The fitted scoring pipeline: raw matrix → clean → features → XGBoost (+ linear) → calibrated.
 
 `ChurnPredictor` is what training produces and what the service loads. Training scores
 its held-out rows with it and the service scores requests with it, so both give the same
@@ -16,25 +16,7 @@ import xgboost as xgb
 from training.clean import CustomerCleaner
 from training.extras import ExtraColumn
 from training.features import ChurnFeatures
-
-
-@dataclass(frozen=True)
-class IsotonicCalibration:
-    """A monotone map from the model's raw probability to a calibrated one.
-
-    Kept as the two knot arrays of scikit-learn's IsotonicRegression, so that applying
-    it is one `np.interp` and storing it needs no pickle.
-    """
-
-    x_knots: np.ndarray
-    y_knots: np.ndarray
-
-    def __call__(self, raw_probability: np.ndarray) -> np.ndarray:
-        return np.interp(raw_probability, self.x_knots, self.y_knots)
-
-    @classmethod
-    def identity(cls) -> IsotonicCalibration:
-        return cls(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+from training.linear import LinearModel, PlattCalibration
 
 
 @dataclass(frozen=True)
@@ -52,9 +34,11 @@ class ChurnPredictor:
     cleaner: CustomerCleaner
     features: ChurnFeatures
     booster: xgb.Booster
-    calibration: IsotonicCalibration
+    calibration: PlattCalibration
     threshold: float
     extras: tuple[ExtraColumn, ...] = ()
+    linear: LinearModel | None = None
+    linear_weight: float = 0.0
 
     @property
     def feature_names(self) -> Sequence[str]:
@@ -65,8 +49,12 @@ class ChurnPredictor:
         return self.features.transform(self.cleaner.transform(raw))
 
     def raw_probability(self, features: np.ndarray) -> np.ndarray:
-        """The booster's own probability, before calibration."""
-        return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+        """Blend of the booster's and the linear model's probabilities, before calibration."""
+        trees = np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+        if self.linear is None or self.linear_weight == 0:
+            return trees
+        linear = self.linear.predict_proba(features)
+        return (1 - self.linear_weight) * trees + self.linear_weight * linear
 
     def predict_proba(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated churn probability for each raw row."""

@@ -26,7 +26,8 @@ from training.clean import CustomerCleaner
 from training.config import MODEL_NAME
 from training.extras import ExtraColumn
 from training.features import ChurnFeatures
-from training.predict import ChurnPredictor, IsotonicCalibration
+from training.linear import LinearModel, PlattCalibration
+from training.predict import ChurnPredictor
 
 BOOSTER_FILE = "model.json"
 PIPELINE_FILE = "pipeline.json"
@@ -79,9 +80,11 @@ def pipeline_state(predictor: ChurnPredictor) -> dict[str, Any]:
         "cleaner": estimator_state(predictor.cleaner),
         "features": estimator_state(predictor.features),
         "calibration": {
-            "x_knots": predictor.calibration.x_knots.tolist(),
-            "y_knots": predictor.calibration.y_knots.tolist(),
+            "slope": predictor.calibration.slope,
+            "intercept": predictor.calibration.intercept,
         },
+        "linear": predictor.linear.to_dict() if predictor.linear else None,
+        "linear_weight": predictor.linear_weight,
         "threshold": predictor.threshold,
         "extras": [column.to_dict() for column in predictor.extras],
     }
@@ -97,12 +100,11 @@ def predictor_from_files(path: Path) -> ChurnPredictor:
         cleaner=restore_estimator(CustomerCleaner, state["cleaner"]),
         features=restore_estimator(ChurnFeatures, state["features"]),
         booster=booster,
-        calibration=IsotonicCalibration(
-            np.asarray(state["calibration"]["x_knots"]),
-            np.asarray(state["calibration"]["y_knots"]),
-        ),
+        calibration=PlattCalibration(**state["calibration"]),
         threshold=float(state["threshold"]),
         extras=tuple(ExtraColumn.from_dict(c) for c in state.get("extras", [])),
+        linear=LinearModel.from_dict(state["linear"]) if state.get("linear") else None,
+        linear_weight=float(state.get("linear_weight", 0.0)),
     )
 
 

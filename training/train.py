@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from training import __version__
@@ -34,14 +34,17 @@ from training.data import prepare_table, split_holdout, split_xy
 from training.encode import encode_frame
 from training.evaluate import choose_threshold, evaluate_predictions
 from training.extras import ExtraColumn, learn_categories
+from training.linear import LinearModel, PlattCalibration, fit_linear
 from training.plots import write_evaluation_plots
-from training.predict import ChurnPredictor, IsotonicCalibration
+from training.predict import ChurnPredictor
 from training.store import load_predictor, save_predictor
 from training.tune import (
     Balance,
     booster_params,
     build_preprocessing,
     cross_validate,
+    fit_preprocessing,
+    linear_oof,
     prepare_folds,
     tune,
 )
@@ -57,7 +60,8 @@ class TrainingOptions:
 
     trials: int
     seed: int
-    balance: Balance = "smote"
+    balance: Balance = "none"
+    linear_weight: float | None = None  # None: chosen on out-of-fold predictions
     search_rows: int = 20_000
     cv_folds: int = 5
     test_size: float = 0.2
@@ -73,6 +77,8 @@ class TrainingOptions:
             "search_rows": s.search_rows,
             "cv_folds": s.cv_folds,
             "test_size": s.test_size,
+            "balance": s.balance,
+            "linear_weight": s.linear_weight,
         }
         defaults.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**defaults)
@@ -111,17 +117,33 @@ def calibrate(
     params: dict[str, Any],
     options: TrainingOptions,
     extras: Sequence[ExtraColumn] = (),
-) -> tuple[IsotonicCalibration, float, int, float]:
-    """Out-of-fold predictions on the whole training split → calibration, threshold, trees."""
+) -> tuple[PlattCalibration, float, int, dict[str, float]]:
+    """Out-of-fold predictions on the whole training split → calibration, threshold, trees.
+
+    The out-of-fold probability is the blend the final model will produce (trees and,
+    with a linear weight, the logistic regression), so calibration and threshold are
+    learned on exactly what will be served.
+    """
     folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed, extras)
     cv = cross_validate(params, folds, options.balance, len(y))
-    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(cv.oof, y)
-    calibration = IsotonicCalibration(
-        np.asarray(isotonic.X_thresholds_, dtype=np.float64),
-        np.asarray(isotonic.y_thresholds_, dtype=np.float64),
-    )
-    threshold = choose_threshold(y, calibration(cv.oof))
-    return calibration, threshold, int(np.mean(cv.best_iterations)), cv.auc
+    weight = options.linear_weight
+    blend = cv.oof
+    if weight is None or weight > 0:
+        linear = linear_oof(folds, len(y))
+        if weight is None:
+            weight = choose_linear_weight(cv.oof, linear, y)
+        blend = (1 - weight) * cv.oof + weight * linear
+    calibration = PlattCalibration.fit(blend, y)
+    threshold = choose_threshold(y, calibration(blend))
+    oof = {"trees_auc": cv.auc, "blend_auc": float(roc_auc_score(y, blend)), "weight": weight}
+    return calibration, threshold, int(np.mean(cv.best_iterations)), oof
+
+
+def choose_linear_weight(trees: np.ndarray, linear: np.ndarray, y: np.ndarray) -> float:
+    """The linear model's share of the blend, by out-of-fold ROC-AUC (0 to 0.8)."""
+    grid = np.round(np.arange(0.0, 0.81, 0.1), 1)
+    scores = [roc_auc_score(y, (1 - w) * trees + w * linear) for w in grid]
+    return float(grid[int(np.argmax(scores))])
 
 
 def fit_final(
@@ -131,10 +153,10 @@ def fit_final(
     n_trees: int,
     options: TrainingOptions,
     extras: Sequence[ExtraColumn] = (),
-) -> tuple[Any, Any, xgb.Booster]:
-    """Fit cleaner, features (and SMOTE) and the booster on the whole training split."""
+) -> tuple[Any, Any, xgb.Booster, LinearModel | None]:
+    """Fit cleaner, features (and SMOTE), booster and linear model on the training split."""
     prep = build_preprocessing(options.balance, options.seed, extras)
-    x, y_fit = prep.fit_resample(raw, y)
+    x, y_fit = fit_preprocessing(prep, raw, y)
     n_pos = max(int(y_fit.sum()), 1)
     dtrain = xgb.QuantileDMatrix(
         x, y_fit, feature_names=list(prep[:2].get_feature_names_out()), max_bin=256
@@ -144,7 +166,9 @@ def fit_final(
         dtrain,
         num_boost_round=n_trees,
     )
-    return prep.named_steps["clean"], prep.named_steps["features"], booster
+    use_linear = options.linear_weight is None or options.linear_weight > 0
+    linear = fit_linear(x, y_fit) if use_linear else None
+    return prep.named_steps["clean"], prep.named_steps["features"], booster, linear
 
 
 def feature_importance(booster: xgb.Booster, names: Sequence[str]) -> dict[str, float]:
@@ -254,13 +278,22 @@ def train_model(
         extras=extras,
     )
     tuned_at = time.perf_counter()
-    calibration, threshold, n_trees, oof_auc = calibrate(
+    calibration, threshold, n_trees, oof = calibrate(
         raw_train, y_train, tuning.best_params, options, extras
     )
-    cleaner, transformer, booster = fit_final(
+    cleaner, transformer, booster, linear = fit_final(
         raw_train, y_train, tuning.best_params, n_trees, options, extras
     )
-    predictor = ChurnPredictor(cleaner, transformer, booster, calibration, threshold, tuple(extras))
+    predictor = ChurnPredictor(
+        cleaner,
+        transformer,
+        booster,
+        calibration,
+        threshold,
+        tuple(extras),
+        linear,
+        oof["weight"] if linear else 0.0,
+    )
     names = list(predictor.feature_names)
 
     test_proba = predictor.predict_proba(raw[test_idx])
@@ -273,7 +306,12 @@ def train_model(
     reports_dir.mkdir(parents=True, exist_ok=True)
     plots = write_evaluation_plots(y[test_idx], test_proba, threshold, importance, reports_dir)
 
-    params = {**tuning.best_params, "n_estimators": n_trees, "balance": options.balance}
+    params = {
+        **tuning.best_params,
+        "n_estimators": n_trees,
+        "balance": options.balance,
+        "linear_weight": oof["weight"],
+    }
     metadata: dict[str, Any] = {
         "package_version": __version__,
         "metrics": metrics,
@@ -293,7 +331,8 @@ def train_model(
             "trials_pruned": tuning.trials_pruned,
             "search_rows": len(search_idx),
             "cv_auc_search": tuning.best_cv_auc,
-            "cv_auc_full_oof": oof_auc,
+            "cv_auc_full_oof": oof["trees_auc"],
+            "cv_auc_full_oof_blend": oof["blend_auc"],
             "tuning_seconds": round(tuned_at - started, 2),
             "total_seconds": round(duration, 2),
         },
@@ -302,8 +341,6 @@ def train_model(
         "feature_importance": importance,
     }
     if TRUE_PROBABILITY_COLUMN in table.columns:
-        from sklearn.metrics import roc_auc_score
-
         truth = pd.to_numeric(frame[TRUE_PROBABILITY_COLUMN]).to_numpy()[test_idx]
         metadata["training"]["bayes_optimal_auc_test"] = float(roc_auc_score(y[test_idx], truth))
 

@@ -23,11 +23,12 @@ from sklearn.model_selection import StratifiedKFold
 from training.clean import CustomerCleaner
 from training.extras import ExtraColumn
 from training.features import ChurnFeatures
+from training.linear import fit_linear
 
 Balance = Literal["smote", "weight", "none"]
 BALANCE_CHOICES: tuple[Balance, ...] = ("smote", "weight", "none")
 
-MAX_TREES = 500
+MAX_TREES = 800
 EARLY_STOPPING_ROUNDS = 50
 
 FIXED_PARAMS: dict[str, Any] = {
@@ -78,6 +79,19 @@ class PreparedFold:
     y_valid: np.ndarray
     valid_index: np.ndarray
     positive_weight: float
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+
+
+def fit_preprocessing(
+    prep: Pipeline, raw: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit clean → features (→ SMOTE) on training rows; features and (resampled) labels."""
+    if prep.steps[-1][0] == "smote":
+        x, y_out = prep.fit_resample(raw, y)
+        return np.asarray(x), np.asarray(y_out)
+    return np.asarray(prep.fit_transform(raw, y)), y
 
 
 def prepare_folds(
@@ -93,14 +107,23 @@ def prepare_folds(
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for train_index, valid_index in splitter.split(raw, y):
         prep = build_preprocessing(balance, seed, extras)
-        x_train, y_train = prep.fit_resample(raw[train_index], y[train_index])
+        x_train, y_train = fit_preprocessing(prep, raw[train_index], y[train_index])
         x_valid = prep[:2].transform(raw[valid_index])
         names = list(prep[:2].get_feature_names_out())
         train = xgb.QuantileDMatrix(x_train, y_train, feature_names=names, max_bin=256)
         valid = xgb.DMatrix(x_valid, y[valid_index], feature_names=names)
         n_pos = max(int(y_train.sum()), 1)
         folds.append(
-            PreparedFold(train, valid, y[valid_index], valid_index, (len(y_train) - n_pos) / n_pos)
+            PreparedFold(
+                train,
+                valid,
+                y[valid_index],
+                valid_index,
+                (len(y_train) - n_pos) / n_pos,
+                x_train,
+                y_train,
+                x_valid,
+            )
         )
     return folds
 
@@ -152,14 +175,26 @@ def cross_validate(
     return result
 
 
+def linear_oof(folds: list[PreparedFold], n_rows: int) -> np.ndarray:
+    """Out-of-fold probabilities of the linear model, on the same folds as the trees."""
+    oof = np.full(n_rows, np.nan)
+    for fold in folds:
+        oof[fold.valid_index] = fit_linear(fold.x_train, fold.y_train).predict_proba(fold.x_valid)
+    return oof
+
+
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
-    """The original design's search space, made continuous where it was a grid."""
+    """The original design's space, continuous, widened toward shallow, regularised trees.
+
+    Shallow trees with more regularisation won on Telco (depth 5, learning rate 0.1 lost
+    0.015 ROC-AUC); depth 10 never won anywhere.
+    """
     return {
-        "max_depth": trial.suggest_int("max_depth", 3, 10),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "max_depth": trial.suggest_int("max_depth", 2, 8),
+        "learning_rate": trial.suggest_float("learning_rate", 0.015, 0.3, log=True),
         "subsample": trial.suggest_float("subsample", 0.7, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.7, 1.0),
-        "min_child_weight": trial.suggest_float("min_child_weight", 1, 10, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "min_child_weight": trial.suggest_float("min_child_weight", 1, 20, log=True),
         "gamma": trial.suggest_float("gamma", 0.0, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 0.1, 10, log=True),
     }

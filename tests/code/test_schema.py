@@ -48,6 +48,7 @@ def test_the_design_example_is_valid() -> None:
         ({"customer_id": "   "}, "customer_id", "string_pattern_mismatch"),
         ({"customer_id": "x" * 129}, "customer_id", "string_too_long"),
         ({"age": 17}, "age", "greater_than_equal"),
+        ({"extra": {"nps": [1]}}, "extra.nps.float", "float_type"),
         ({"age": 101}, "age", "less_than_equal"),
         ({"age": 42.5}, "age", "int_from_float"),
         ({"tenure_months": -1}, "tenure_months", "greater_than_equal"),
@@ -90,7 +91,7 @@ def test_optional_fields_accept_values_and_none() -> None:
 
 def test_derived_column_lists_follow_the_model() -> None:
     assert "customer_id" not in RAW_COLUMNS
-    assert set(RAW_COLUMNS) | {"customer_id"} == set(CustomerData.model_fields)
+    assert set(RAW_COLUMNS) | {"customer_id", "extra"} == set(CustomerData.model_fields)
     assert CATEGORIES["contract"] == ("Month-to-month", "One year", "Two year")
     assert COLUMN_KINDS["signup_date"] is ColumnKind.DATE
     assert COLUMN_KINDS["partner"] is ColumnKind.BOOLEAN
