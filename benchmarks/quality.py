@@ -1,0 +1,141 @@
+"""Model quality, side by side, on IBM Telco and on synthetic data with a known optimum.
+
+    .venv/bin/python benchmarks/quality.py --trials 100
+
+For each data set, on the same stratified 80/20 split (random_state 42): this product's
+default training (tuned, blended, calibrated), a logistic regression and XGBoost with the
+original design's parameters (depth 5, learning rate 0.1, 200 trees, subsample 0.9, SMOTE)
+on the same features, and on synthetic data the Bayes-optimal scorer (the generator's true
+probabilities). Baselines are scored at threshold 0.5, as in shared/data/README.md.
+Nothing is saved to the model store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+_scratch = Path(tempfile.mkdtemp(prefix="churn-quality-"))
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_scratch / 'mlflow.db'}")
+
+from training.config import PROJECT_ROOT, TRUE_PROBABILITY_COLUMN  # noqa: E402
+from training.data import prepare_table, split_holdout, split_xy  # noqa: E402
+from training.encode import encode_frame  # noqa: E402
+from training.evaluate import compute_metrics  # noqa: E402
+from training.extras import ExtraColumn, learn_categories  # noqa: E402
+from training.generate import generate_customers  # noqa: E402
+from training.linear import fit_linear  # noqa: E402
+from training.profiles import load_profiled_table  # noqa: E402
+from training.train import TrainingOptions, train_model  # noqa: E402
+from training.tune import build_preprocessing, fit_preprocessing  # noqa: E402
+
+TELCO = PROJECT_ROOT.parent / "shared" / "data" / "telco.csv"
+DESIGN_PARAMS = {"max_depth": 5, "eta": 0.1, "subsample": 0.9, "objective": "binary:logistic"}
+SEED = 42
+Row = dict[str, object]
+
+
+def features_split(
+    frame: pd.DataFrame, extras: list[ExtraColumn], balance: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """The product's features for the training and held-out rows (fitted on training)."""
+    typed, _ = prepare_table(frame, extras)
+    extras = learn_categories(extras, typed)
+    features, y = split_xy(typed)
+    raw = encode_frame(features, extras)
+    train, test = split_holdout(y, 0.2, SEED)
+    prep = build_preprocessing(balance, SEED, extras)  # type: ignore[arg-type]
+    x_train, y_train = fit_preprocessing(prep, raw[train], y[train])
+    x_test = prep[:2].transform(raw[test])
+    return x_train, y_train, x_test, y[test], typed.iloc[test]
+
+
+def timed(fit: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    proba = fit()
+    return proba, time.perf_counter() - started
+
+
+def baselines(frame: pd.DataFrame, extras: list[ExtraColumn]) -> list[Row]:
+    rows: list[Row] = []
+    x_train, y_train, x_test, y_test, test_frame = features_split(frame, extras, "none")
+    proba, seconds = timed(lambda: fit_linear(x_train, y_train).predict_proba(x_test))
+    rows.append(
+        {"model": "logistic regression", **compute_metrics(y_test, proba, 0.5), "s": seconds}
+    )
+
+    xs_train, ys_train, xs_test, _, _ = features_split(frame, extras, "smote")
+
+    def design_xgboost() -> np.ndarray:
+        booster = xgb.train(
+            {**DESIGN_PARAMS, "nthread": 2}, xgb.DMatrix(xs_train, ys_train), num_boost_round=200
+        )
+        return np.asarray(booster.predict(xgb.DMatrix(xs_test)), dtype=np.float64)
+
+    proba, seconds = timed(design_xgboost)
+    rows.append(
+        {
+            "model": "XGBoost, design params + SMOTE",
+            **compute_metrics(y_test, proba, 0.5),
+            "s": seconds,
+        }
+    )
+    if TRUE_PROBABILITY_COLUMN in test_frame.columns:
+        truth = test_frame[TRUE_PROBABILITY_COLUMN].to_numpy(dtype=np.float64)
+        rows.append(
+            {
+                "model": "Bayes-optimal (true probabilities)",
+                **compute_metrics(y_test, truth, 0.5),
+                "s": 0.0,
+            }
+        )
+    return rows
+
+
+def ours(frame: pd.DataFrame, extras: list[ExtraColumn], trials: int) -> Row:
+    options = TrainingOptions.from_settings(trials=trials, seed=SEED, progress=False, save=False)
+    started = time.perf_counter()
+    outcome = train_model(frame, options, _scratch / "reports", extras)
+    seconds = time.perf_counter() - started
+    return {"model": f"this product, {trials} trials", **outcome.metrics, "s": seconds}
+
+
+def print_table(name: str, rows: list[Row]) -> None:
+    print(f"\n{name}")
+    print("| model | ROC-AUC | F1 | threshold | Brier | ECE | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['roc_auc']:.4f} | {r['f1']:.3f} | {r['threshold']:.3f} "
+            f"| {r['brier']:.4f} | {r['ece']:.4f} | {r['s']:.0f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--synthetic-rows", type=int, default=20_000)
+    args = parser.parse_args()
+
+    telco, telco_extras = load_profiled_table(str(TELCO), None, "telco")
+    print_table(
+        "IBM Telco (7,043 customers, held-out 1,409)",
+        [ours(telco, telco_extras, args.trials), *baselines(telco, telco_extras)],
+    )
+    synthetic = generate_customers(args.synthetic_rows, SEED)
+    print_table(
+        f"Synthetic ({args.synthetic_rows:,} customers, seed {SEED})",
+        [ours(synthetic, [], args.trials), *baselines(synthetic, [])],
+    )
+
+
+if __name__ == "__main__":
+    main()
