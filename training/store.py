@@ -153,8 +153,11 @@ def stored_predictor(path: Path, version: str) -> StoredPredictor:
 def list_models() -> list[str]:
     """Tags of all stored churn models, newest first."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    models = sorted(
-        bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True
-    )
+    try:
+        stored = bentoml.models.list(MODEL_NAME)
+    except NotFound:  # an empty store has no entry for the name at all
+        return []
+    models = sorted(stored, key=lambda m: m.info.creation_time, reverse=True)
     return [str(m.tag) for m in models]

@@ -68,3 +68,20 @@ def _generated(tmp_path: Path) -> Path:
     path = tmp_path / "ok.csv"
     runner.invoke(app, ["generate", "--rows", "300", "--out", str(path)])
     return path
+
+
+def test_models_on_an_empty_store_lists_nothing(tmp_path: Path) -> None:
+    """`churn serve` asks this on a fresh checkout before training the demo model."""
+    import subprocess
+    import sys
+
+    churn = Path(sys.executable).with_name("churn")
+    listed = subprocess.run(
+        [str(churn), "models"],
+        env={"BENTOML_HOME": str(tmp_path / "empty"), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == ""
