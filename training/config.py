@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     cv_folds: int = Field(default=5, ge=2)
     test_size: float = Field(default=0.2, gt=0, lt=1)
-    trials: int = Field(default=60, ge=1, description="Hyperparameter candidates tried.")
+    trials: int = Field(default=100, ge=1, description="Hyperparameter candidates tried.")
     search_rows: int = Field(
         default=20_000,
         ge=1000,
