@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 from training.data import load_table, validate_table
 from training.generate import (
+    ADDON_RATES,
     INTERCEPT,
     MISSING_RATES,
     bayes_optimal_auc,
@@ -21,14 +22,7 @@ from training.generate import (
 )
 from training.schema import ID_COLUMN, RAW_COLUMNS, REQUIRED_COLUMNS
 
-ADDONS = (
-    "online_security",
-    "online_backup",
-    "device_protection",
-    "tech_support",
-    "streaming_tv",
-    "streaming_movies",
-)
+ADDONS = tuple(ADDON_RATES)  # the internet add-on services, as the generator defines them
 
 
 @pytest.fixture(scope="module")
