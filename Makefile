@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint
+.PHONY: setup serve test lint servers audit
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	python3 -m venv $(VENV)
@@ -16,8 +16,20 @@ setup: $(STAMP)
 serve: setup
 	$(VENV)/bin/churn serve --port 3000
 
-test: setup
+# The tests start real redis-server and PostgreSQL processes from their binaries.
+servers:
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  echo "installing redis-server and postgresql (Debian packages) for the tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql >/dev/null; \
+	fi
+
+test: setup servers
 	$(VENV)/bin/pytest
 
+# Known vulnerabilities in the locked dependencies (needs PyPI's JSON API).
+audit: setup
+	$(VENV)/bin/pip-audit -r constraints.txt --progress-spinner off
+
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy training service.py
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy training serving monitoring service.py

@@ -13,7 +13,6 @@ one `Prediction`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,10 +22,13 @@ from typing import Any
 import bentoml
 from _bentoml_sdk.io_models import IOMixin
 from bentoml._internal.runner.container import DataContainer, DataContainerRegistry
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.errors import ValidationErrorsAs422, quiet_validation_errors, validation_body
+from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
+from serving.gateway import Gateway
+from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
 from training.config import MAX_BATCH_CUSTOMERS, MODEL_NAME, get_settings
 from training.schema import BatchPrediction, CustomerData, Health, Prediction
@@ -34,6 +36,7 @@ from training.scoring import LoadedModel, extra_field_problems, score_customers
 from training.store import stored_predictor
 
 logger = logging.getLogger("churn.service")
+quiet_validation_errors()
 settings = get_settings()
 
 
@@ -78,77 +81,6 @@ class OneCustomerPerRequest(DataContainer[CustomerData, list[CustomerData]]):
 
 DataContainerRegistry.register_container(CustomerData, CustomerData, OneCustomerPerRequest)
 DataContainerRegistry.register_container(PredictionList, PredictionList, OneCustomerPerRequest)
-
-
-def _field_name(location: Sequence[Any]) -> str:
-    """`("customers", 3, "age")` → `customers[3].age`; an empty location is the body."""
-    name = ""
-    for part in location:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-def validation_body(problems: list[dict[str, str]]) -> dict[str, Any]:
-    """The 422 body: a one-line summary and, per problem, the field, rule and message."""
-    summary = "; ".join(f"{p['field']}: {p['message']} ({p['rule']})" for p in problems)
-    return {"error": f"invalid request: {summary}", "detail": problems}
-
-
-def describe_validation_errors(detail: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pydantic's error list → a 422 body naming each field and the rule it broke."""
-    return validation_body(
-        [
-            {
-                "field": _field_name(error.get("loc", ())),
-                "rule": error.get("type", "invalid"),
-                "message": error.get("msg", ""),
-            }
-            for error in detail
-        ]
-    )
-
-
-class ValidationErrorsAs422:
-    """ASGI middleware: BentoML answers validation errors with 400; the API promises 422.
-
-    Only 400 answers are buffered and rewritten; every other response streams through.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        held: list[Message] = []
-
-        async def rewrite(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 400:
-                held.append(message)
-                return
-            if not held:
-                await send(message)
-                return
-            held.append(message)
-            if message.get("more_body"):
-                return
-            body = b"".join(m.get("body", b"") for m in held[1:])
-            start = held[0]
-            try:
-                detail = json.loads(body)["detail"]
-                body = json.dumps(describe_validation_errors(detail)).encode()
-                start = {**start, "status": 422}
-                start["headers"] = [
-                    (k, str(len(body)).encode() if k.lower() == b"content-length" else v)
-                    for k, v in start["headers"]
-                ]
-            except (ValueError, KeyError, TypeError):
-                pass  # not a validation error: pass the 400 through unchanged
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewrite)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -199,6 +131,17 @@ class ChurnService:
                 f"({type(exc).__name__}: {exc}); run `churn train` first"
             )
             logger.error(self.load_error)
+        self.runtime: ServingRuntime = build_runtime(
+            settings, self.model.version if self.model else None
+        )
+        install(self.runtime)
+
+    @bentoml.on_shutdown
+    def flush_prediction_log(self) -> None:
+        """Graceful shutdown (SIGTERM): every buffered log row reaches the database or,
+        if it is down, the on-disk spool that the next start replays."""
+        install(None)
+        self.runtime.close()
 
     @bentoml.api(
         route="/predict",
@@ -241,13 +184,27 @@ class ChurnService:
                 {**p, "field": f"[{i}].{p['field']}"} for i, ps in invalid.items() for p in ps
             ]
             return JSONResponse(validation_body(problems), status_code=422)  # type: ignore[return-value]
-        predictions = score_customers(self.model, customers, settings, started)
+        predictions = score_customers(self.model, customers, settings, started) if customers else []
         return BatchPrediction(
             predictions=predictions,
             total_processed=len(predictions),
             high_risk_count=sum(p.risk_level == "high" for p in predictions),
             processing_time_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+    @health_app.post("/feedback", openapi_extra=FEEDBACK_OPENAPI)
+    async def feedback(self, request: Request) -> JSONResponse:
+        """Ground truth: one label or a JSON array of them (customer_id, churned,
+        observed_date). 200 once stored; 202 if the database is down and the labels
+        were written to the on-disk spool instead."""
+        status, body = await receive_labels(self.runtime, await request.body())
+        return JSONResponse(body, status_code=status)
+
+    @health_app.delete("/customers/{customer_id}")
+    async def delete_customer(self, customer_id: str) -> JSONResponse:
+        """Right to deletion: the customer's logged predictions, labels and cache entries."""
+        status, body = await delete_customer_everywhere(self.runtime, customer_id)
+        return JSONResponse(body, status_code=status)
 
     @health_app.get("/health")
     def health(self) -> Health:
@@ -262,4 +219,6 @@ class ChurnService:
         )
 
 
+# The first middleware added is the outermost: the gateway sees every request first.
+ChurnService.add_asgi_middleware(Gateway)  # type: ignore[attr-defined]
 ChurnService.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 os.environ["CHURN_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
+from tests.pg_server import PostgresServer  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 from training.generate import generate_customers  # noqa: E402
 from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa: E402
 
@@ -42,3 +44,31 @@ def trained(synthetic_table: object, session_dir: Path) -> Iterator[TrainingOutc
     """One model trained on synthetic data and saved to the session's BentoML store."""
     options = TrainingOptions(trials=TRAINING_TRIALS, seed=7, progress=False)
     yield train_model(synthetic_table, options, session_dir / "reports")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (its binary must be installed: .ci/run does)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis, running (a fault test may have killed it) and empty."""
+    redis_server.thaw()
+    if not redis_server.ping():
+        redis_server.restart()
+    redis_server.flushall()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (binaries must be installed)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.cleanup()

@@ -10,9 +10,13 @@ from typing import Annotated
 
 import typer
 
+from monitoring.commands import db_app, feedback_app, retention
 from training.config import PROJECT_ROOT, get_settings, use_project_bentoml_home
 
 app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(db_app, name="db")
+app.command()(retention)
 
 DEMO_ROWS = 20_000
 DEMO_TRIALS = 20

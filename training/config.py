@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +58,52 @@ class Settings(BaseSettings):
         gt=0,
         description="Adaptive batching: a queued request older than this is shed with 503; "
         "kept high so load is queued, not refused.",
+    )
+
+    # Production serving: storage, cache, security (issue 4). DATABASE_URL and REDIS_URL
+    # keep their conventional names; the rest use the CHURN_ prefix.
+    database_url: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'data' / 'predictions.db'}",
+        validation_alias=AliasChoices("DATABASE_URL", "CHURN_DATABASE_URL"),
+        description="Prediction log and ground truth (SQLAlchemy URL; SQLite or PostgreSQL).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "CHURN_REDIS_URL"),
+        description="Shared cache and rate limits; unset: in-process cache and limits.",
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="Comma-separated API keys, or the path of a file with one per line; "
+        "unset: authentication disabled (a warning is logged at start-up).",
+    )
+    rate_limit: str = Field(
+        default="1000/minute", description="Requests per key per window: N/second|minute|hour."
+    )
+    cache_ttl_seconds: int = Field(default=300, ge=0, description="0 disables the cache.")
+    local_cache_entries: int = Field(
+        default=10_000, ge=0, description="In-process cache size when REDIS_URL is unset."
+    )
+    redis_timeout_ms: int = Field(
+        default=100, gt=0, description="Per-call Redis timeout; slower means 'Redis is down'."
+    )
+    id_hash_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for customer ids in the log; unset: a random key kept in "
+        "data/id-hash.key (created on first use).",
+    )
+    spool_dir: Path = Field(
+        default=PROJECT_ROOT / "data" / "spool",
+        description="Prediction-log rows wait here on disk while the database is down.",
+    )
+    log_queue_rows: int = Field(
+        default=20_000, gt=0, description="Rows held in memory before spilling to the spool."
+    )
+    log_batch_rows: int = Field(default=500, gt=0, description="Rows per database insert.")
+    log_flush_ms: int = Field(default=200, gt=0, description="Longest a row waits in memory.")
+    retention_days: int = Field(default=90, gt=0, description="`churn retention` default.")
+    max_body_bytes: int = Field(
+        default=4_000_000, gt=0, description="Larger request bodies are refused with 413."
     )
 
     access_log: bool = Field(

@@ -192,6 +192,10 @@ def _tertile_cuts(values: np.ndarray) -> np.ndarray:
     return np.quantile(observed, [1 / 3, 2 / 3])
 
 
+FLOAT32_LIMIT = float(np.finfo(np.float32).max) / 2
+"""Largest magnitude a feature may take: finite once XGBoost casts it to float32."""
+
+
 class ChurnFeatures(TransformerMixin, BaseEstimator):
     """Cleaned raw matrix → model matrix (`FEATURE_NAMES`), fully vectorised.
 
@@ -234,7 +238,10 @@ class ChurnFeatures(TransformerMixin, BaseEstimator):
         features.update(self._behaviour(X, features["service_adoption_rate"]))
         engineered = np.column_stack([features[name] for name in ENGINEERED_FEATURES])
         extras = X[:, len(RAW_COLUMNS) :]  # a data profile's extra columns, as cleaned
-        return np.hstack([engineered, X[:, _PASSTHROUGH_IDX], extras])
+        out = np.hstack([engineered, X[:, _PASSTHROUGH_IDX], extras])
+        # XGBoost works in float32 and refuses infinities: absurd inputs (a charge of 1e17,
+        # a ratio over 1e-38) are clipped to its range instead of failing the whole batch.
+        return np.clip(out, -FLOAT32_LIMIT, FLOAT32_LIMIT, out=out)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """`FEATURE_NAMES` (25 engineered, then passthroughs), then ``extra_<name>``s."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,14 +25,37 @@ Gender = Literal["Female", "Male"]
 RiskLevel = Literal["low", "medium", "high"]
 
 
+CustomerId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+        description="1 to 128 printable characters, not all spaces.",
+    ),
+]
+"""A customer id, everywhere it is accepted (predictions, labels, deletion). Control
+characters are refused: ids travel in URLs (`DELETE /customers/{id}`) and log lines."""
+
+MAX_COUNT = 100_000
+"""Upper bound of event counts (support calls, late payments, billing issues): far above
+any real customer, and keeps every value a 64-bit number for JSON and the database."""
+
+
+def _openapi30_exclusive_minimum(schema: dict[str, Any]) -> None:
+    """BentoML publishes OpenAPI 3.0, where `exclusiveMinimum` is a flag on `minimum`
+    (pydantic writes the 3.1 form); client generators and schemathesis reject the latter."""
+    schema["minimum"], schema["exclusiveMinimum"] = schema.pop("exclusiveMinimum"), True
+
+
 class CustomerData(BaseModel):
     """One customer as sent to `/predict` and as a row of a training table."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    customer_id: str = Field(min_length=1, max_length=128, pattern=r"\S")
+    customer_id: CustomerId
     tenure_months: int = Field(ge=0, le=1200)
-    monthly_charges: float = Field(gt=0)
+    monthly_charges: float = Field(gt=0, json_schema_extra=_openapi30_exclusive_minimum)
     total_charges: float = Field(ge=0)
     internet_service: InternetService
     contract: Contract
@@ -42,10 +65,10 @@ class CustomerData(BaseModel):
     # support calls were required in the original design; many real tables (IBM Telco
     # among them) do not have them, so they are optional with the same rules.
     age: int | None = Field(default=None, ge=18, le=100)
-    support_calls: int | None = Field(default=None, ge=0)
+    support_calls: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     signup_date: date | None = None
-    late_payments: int | None = Field(default=None, ge=0)
-    billing_issues: int | None = Field(default=None, ge=0)
+    late_payments: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    billing_issues: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     phone_service: bool | None = None
     multiple_lines: bool | None = None
     online_security: bool | None = None

@@ -597,3 +597,12 @@ def test_state_survives_json_round_trip(fitted: ChurnFeatures) -> None:
         setattr(restored, name, value)
     X = encode_customers(random_customers(50, seed=4))
     np.testing.assert_array_equal(restored.transform(X), fitted.transform(X))
+
+
+def test_absurd_inputs_give_finite_float32_features(fitted: ChurnFeatures) -> None:
+    """A charge of 1e17 over a total of 1e-38 must not become an infinity XGBoost refuses."""
+    X = encode_customers(
+        [customer(tenure_months=1063, monthly_charges=6.6e16, total_charges=1.2e-38)], ()
+    )
+    out = fitted.transform(X)
+    assert np.isfinite(out.astype(np.float32)[~np.isnan(out)]).all()

@@ -1,0 +1,235 @@
+"""Everything a worker needs besides the model: keys, limits, cache, prediction log.
+
+One `ServingRuntime` per worker process, built by the service at start-up and found by
+the gateway middleware through `current_runtime()` (the middleware is constructed by
+BentoML before the service instance exists, so it cannot be handed the runtime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.types import Scope
+
+from monitoring.identity import customer_hash, load_id_secret
+from monitoring.prediction_log import LogStats, PredictionLog
+from monitoring.records import PredictionRecord
+from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
+from serving.cache import Cache, cache_key, make_cache
+from serving.metrics import count_log_rows, set_log_pending_rows
+from serving.rate_limit import RateLimiter, check_and_get, make_rate_limiter, parse_rate
+from serving.redis_link import RedisLink, make_link
+from training.config import Settings
+from training.schema import ID_COLUMN, CustomerData
+
+logger = logging.getLogger("churn.runtime")
+
+_current: ServingRuntime | None = None
+
+
+def current_runtime() -> ServingRuntime | None:
+    """The runtime of this worker, once the service has started."""
+    return _current
+
+
+def install(runtime: ServingRuntime | None) -> None:
+    global _current
+    _current = runtime
+
+
+@dataclass
+class ServingRuntime:
+    """Per-worker state of the production path; see `build_runtime`."""
+
+    settings: Settings
+    model_version: str | None
+    api_keys: tuple[bytes, ...]
+    limiter: RateLimiter
+    cache: Cache | None
+    log: PredictionLog
+    id_secret: bytes
+    link: RedisLink | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _reported: LogStats = field(default_factory=LogStats)
+    _reported_at: float = 0.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.max_body_bytes
+
+    @property
+    def rate_text(self) -> str:
+        return self.settings.rate_limit
+
+    def authenticate(self, presented: bytes | None) -> AuthResult:
+        """'ok', 'missing', 'wrong' or 'disabled' (no keys configured)."""
+        return check_api_key(presented, self.api_keys)
+
+    def client_id(self, presented: bytes | None, scope: Scope) -> str:
+        """Who the rate limit counts: the key's fingerprint, or the peer address."""
+        if presented and self.api_keys:
+            return key_id(presented)
+        client = scope.get("client") or ("unknown", 0)
+        return f"ip:{client[0]}"
+
+    def cache_key(self, canonical: bytes) -> str | None:
+        """The cache entry for a canonical request under the served model, if caching."""
+        if self.cache is None or self.model_version is None:
+            return None
+        return cache_key(self.model_version, canonical)
+
+    async def admit(self, client: str, key: str | None) -> tuple[bool, int, bytes | None]:
+        """Rate-limit decision and, when allowed, the cached answer (one Redis trip)."""
+        admission = await check_and_get(self.limiter, self.cache, client, key)
+        return admission.allowed, admission.retry_after, admission.cached
+
+    def hash_id(self, customer_id: str) -> str:
+        return customer_hash(customer_id, self.id_secret)
+
+    def _record(
+        self,
+        customer_id: str,
+        features: dict[str, Any],
+        prediction: dict[str, Any],
+        request_id: str,
+        latency_ms: float,
+        cache: str,
+        endpoint: str,
+    ) -> PredictionRecord:
+        return PredictionRecord(
+            request_id=request_id,
+            customer_hash=self.hash_id(customer_id),
+            model_version=str(prediction.get("model_version", self.model_version)),
+            features=features,
+            churn_probability=float(prediction["churn_probability"]),
+            will_churn=bool(prediction["will_churn"]),
+            risk_level=str(prediction["risk_level"]),
+            latency_ms=latency_ms,
+            cache=cache,
+            endpoint=endpoint,
+        )
+
+    def after_prediction(
+        self,
+        customer: CustomerData,
+        answer: bytes,
+        key: str | None,
+        request_id: str,
+        latency_ms: float,
+    ) -> None:
+        """A scored `/predict`: remember the answer in the cache and log it."""
+        prediction = orjson.loads(answer)
+        if key is not None and self.cache is not None:
+            self._background(self.cache.set(key, answer, self.hash_id(customer.customer_id)))
+        features = customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN})
+        cache = "miss" if key is not None else "none"
+        record = self._record(
+            customer.customer_id, features, prediction, request_id, latency_ms, cache, "predict"
+        )
+        self._write([record])
+
+    def log_hit(
+        self,
+        customer: CustomerData,
+        prediction: dict[str, Any],
+        request_id: str,
+        latency_ms: float,
+    ) -> None:
+        """A `/predict` answered from the cache is still a served prediction: log it."""
+        features = customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN})
+        self._write(
+            [
+                self._record(
+                    customer.customer_id,
+                    features,
+                    prediction,
+                    request_id,
+                    latency_ms,
+                    "hit",
+                    "predict",
+                )
+            ]
+        )
+
+    def after_batch(
+        self, items: Sequence[dict[str, Any]], answer: bytes, request_id: str, latency_ms: float
+    ) -> None:
+        """A scored `/predict/batch` (`items`: its parsed body): one log row per customer."""
+        predictions = orjson.loads(answer)["predictions"]
+        self._write(
+            [
+                self._record(
+                    str(item[ID_COLUMN]),
+                    {k: v for k, v in item.items() if k != ID_COLUMN and v is not None},
+                    prediction,
+                    request_id,
+                    latency_ms,
+                    "none",
+                    "batch",
+                )
+                for item, prediction in zip(items, predictions, strict=True)
+            ]
+        )
+
+    async def forget_customer(self, customer_id: str) -> int:
+        """Drop every cache entry of a customer (right to deletion)."""
+        if self.cache is None:
+            return 0
+        return await self.cache.forget_customer(self.hash_id(customer_id))
+
+    def _write(self, records: list[PredictionRecord]) -> None:
+        """Hand rows to the log (never blocks) and, once a second, refresh its metrics."""
+        self.log.log(records)
+        now = time.monotonic()
+        if now - self._reported_at >= 1.0:
+            self._reported_at = now
+            self.report_log_metrics()
+
+    def report_log_metrics(self) -> None:
+        """Move the log's counters into Prometheus (deltas since the last report)."""
+        stats, before = self.log.stats(), self._reported
+        count_log_rows("written", stats.written - before.written)
+        count_log_rows("spooled", stats.spooled - before.spooled)
+        count_log_rows("replayed", stats.replayed - before.replayed)
+        set_log_pending_rows(stats.pending)
+        self._reported = stats
+
+    def _background(self, work: Any) -> None:
+        """Run a coroutine without waiting for it (kept referenced until done)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Graceful shutdown: everything buffered is written (or spooled to disk)."""
+        self.log.close(timeout)
+
+
+def build_runtime(settings: Settings, model_version: str | None) -> ServingRuntime:
+    """Assemble the runtime from the settings; warns loudly when auth is off."""
+    api_keys = load_api_keys(settings.api_keys)
+    if not api_keys:
+        logger.warning(
+            "CHURN_API_KEYS is not set: authentication is DISABLED; anyone who can reach "
+            "this port can call /predict, /feedback and delete customers"
+        )
+    link = make_link(settings)
+    rate = parse_rate(settings.rate_limit)
+    secret = load_id_secret(settings)
+    log = PredictionLog.from_settings(settings)
+    return ServingRuntime(
+        settings=settings,
+        model_version=model_version,
+        api_keys=api_keys,
+        limiter=make_rate_limiter(rate, link),
+        cache=make_cache(settings, link),
+        log=log,
+        id_secret=secret,
+        link=link,
+    )

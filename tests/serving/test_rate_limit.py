@@ -1,0 +1,266 @@
+"""Sliding-window rate limits, in Redis and in-process, and the combined admission call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from prometheus_client import REGISTRY
+
+from serving.cache import LocalCache, RedisCache, cache_key
+from serving.rate_limit import (
+    Decision,
+    LocalRateLimiter,
+    Rate,
+    RateLimiter,
+    RedisRateLimiter,
+    check_and_get,
+    make_rate_limiter,
+    parse_rate,
+    rate_limit_key,
+)
+from serving.redis_link import RedisLink
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+PER_MINUTE = Rate(1000, 60)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fast_link(url: str) -> RedisLink:
+    return RedisLink(url, timeout_ms=200, min_backoff=0.05, max_backoff=0.2)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# Parsing.
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("1000/minute", Rate(1000, 60)),
+        ("10/second", Rate(10, 1)),
+        ("5000/hour", Rate(5000, 3600)),
+        (" 7 / Minutes ", Rate(7, 60)),
+    ],
+)
+def test_parse_rate(text: str, rate: Rate) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "1000", "1000/day", "0/minute", "-1/second", "x/hour"])
+def test_parse_rate_refuses_nonsense(text: str) -> None:
+    with pytest.raises(ValueError, match="N/second, N/minute or N/hour"):
+        parse_rate(text)
+
+
+# The exactness test, for both limiters.
+
+
+async def assert_exact_at_n_plus_one(limiter: RateLimiter) -> None:
+    """1,000 accepted, the 1,001st refused, another client untouched."""
+    decisions = [await limiter.check("client-a") for _ in range(1001)]
+    assert all(d.allowed for d in decisions[:1000])
+    refused = decisions[1000]
+    assert not refused.allowed
+    assert 1 <= refused.retry_after <= 60
+    assert await limiter.check("client-b") == Decision(True, 0)
+    assert not (await limiter.check("client-a")).allowed
+
+
+async def test_local_limit_is_exact() -> None:
+    await assert_exact_at_n_plus_one(LocalRateLimiter(PER_MINUTE))
+
+
+async def test_redis_limit_is_exact(redis: RedisServer) -> None:
+    limiter = RedisRateLimiter(fast_link(redis.url), PER_MINUTE)
+    await assert_exact_at_n_plus_one(limiter)
+    assert limiter.link.failures == 0
+    stored = await limiter.link.run(lambda c: c.zcard(rate_limit_key("client-a")))
+    assert stored == 1000, "refused requests are not recorded"
+    await limiter.link.close()
+
+
+async def test_redis_limit_is_exact_under_concurrency(redis: RedisServer) -> None:
+    """The script is atomic: 1,001 calls in flight at once still admit exactly 1,000.
+
+    A generous timeout, so that the burst queues for connections instead of tripping the
+    breaker (which would rightly switch to the per-process fallback).
+    """
+    limiter = RedisRateLimiter(RedisLink(redis.url, timeout_ms=10_000), PER_MINUTE)
+    decisions = await asyncio.gather(*(limiter.check("client-a") for _ in range(1001)))
+    assert limiter.link.failures == 0
+    assert sum(d.allowed for d in decisions) == 1000
+    await limiter.link.close()
+
+
+async def test_two_workers_share_the_limit_through_redis(redis: RedisServer) -> None:
+    worker_1 = RedisRateLimiter(fast_link(redis.url), PER_MINUTE)
+    worker_2 = RedisRateLimiter(fast_link(redis.url), PER_MINUTE)
+    decisions = [await (worker_1, worker_2)[i % 2].check("client-a") for i in range(1000)]
+    assert all(d.allowed for d in decisions)
+    assert not (await worker_1.check("client-a")).allowed
+    assert not (await worker_2.check("client-a")).allowed
+    assert (await worker_2.check("client-b")).allowed
+    await worker_1.link.close()
+    await worker_2.link.close()
+
+
+# Sliding, not fixed, windows.
+
+
+async def test_local_window_slides() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(Rate(3, 10), clock=clock)
+    for offset in (0, 5, 9):
+        clock.now = 1000 + offset
+        assert limiter.decide("a").allowed
+    clock.now = 1009.5
+    assert limiter.decide("a") == Decision(False, 1)  # the request at 1000 leaves at 1010
+    clock.now = 1010.01
+    assert limiter.decide("a").allowed
+    assert limiter.decide("a") == Decision(False, 5)  # next to leave: 1005, 4.99 s away
+
+
+async def test_local_retry_after_counts_whole_seconds() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(Rate(1, 60), clock=clock)
+    assert limiter.decide("a").allowed
+    clock.now += 0.5
+    assert limiter.decide("a") == Decision(False, 60)  # 59.5 s, rounded up
+
+
+async def test_local_forgets_idle_clients() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(Rate(1, 10), clock=clock)
+    for index in range(100):
+        limiter.decide(f"client-{index}")
+    clock.now += 11
+    limiter.decide("late")
+    assert set(limiter._accepted) == {"late"}
+
+
+async def test_redis_window_slides(redis: RedisServer) -> None:
+    limiter = RedisRateLimiter(fast_link(redis.url), Rate(5, 1))
+    assert all([(await limiter.check("a")).allowed for _ in range(5)])
+    assert await limiter.check("a") == Decision(False, 1)
+
+    async def allowed_again() -> bool:
+        return (await limiter.check("a")).allowed
+
+    await eventually(allowed_again, timeout=5)
+    ttl_ms = await limiter.link.run(lambda c: c.pttl(rate_limit_key("a")))
+    assert ttl_ms is not None and 0 < ttl_ms <= 1000, "idle clients expire from Redis"
+    await limiter.link.close()
+
+
+# Redis faults.
+
+
+async def test_killed_redis_falls_back_to_local_limits_then_recovers(redis: RedisServer) -> None:
+    link = fast_link(redis.url)
+    limiter = RedisRateLimiter(link, Rate(3, 60))
+    assert (await limiter.check("a")).allowed
+    redis.kill()
+    decisions = [await limiter.check("a") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert decisions[-1].retry_after >= 1
+    assert not link.up
+
+    redis.start()
+
+    async def decided_in_redis() -> bool:
+        await limiter.check("b")
+        return await link.run(lambda c: c.exists(rate_limit_key("b"))) == 1
+
+    await eventually(decided_in_redis)
+    await link.close()
+
+
+# check_and_get: rate limit and cache look-up together.
+
+
+async def test_check_and_get_in_one_script(redis: RedisServer) -> None:
+    link = fast_link(redis.url)
+    limiter = RedisRateLimiter(link, Rate(3, 60))
+    cache = RedisCache(link, ttl_seconds=60)
+    key = cache_key("v1", b"request")
+    hits_before = counter("churn_cache_requests_total", result="hit")
+    limited_before = counter("churn_rate_limited_total")
+
+    first = await check_and_get(limiter, cache, "client", key)
+    assert first == (True, 0, None, "miss")
+    await cache.set(key, b"answer", "cust")
+    second = await check_and_get(limiter, cache, "client", key)
+    assert second == (True, 0, b"answer", "hit")
+    assert (await check_and_get(limiter, cache, "client", None)).cache_result is None
+    refused = await check_and_get(limiter, cache, "client", key)
+    assert not refused.allowed and refused.retry_after >= 1
+    assert refused.cached is None and refused.cache_result is None
+
+    assert cache.outcomes == {"miss": 1, "hit": 1}
+    assert counter("churn_cache_requests_total", result="hit") == hits_before + 1
+    assert counter("churn_rate_limited_total") == limited_before + 1
+    await link.close()
+
+
+async def test_check_and_get_when_redis_is_down(redis: RedisServer) -> None:
+    link = fast_link(redis.url)
+    limiter = RedisRateLimiter(link, Rate(2, 60))
+    cache = RedisCache(link, ttl_seconds=60)
+    redis.kill()
+    key = cache_key("v1", b"request")
+    results = [await check_and_get(limiter, cache, "client", key) for _ in range(3)]
+    assert results[0] == (True, 0, None, "error")
+    assert results[1] == (True, 0, None, "error")
+    assert not results[2].allowed and results[2].cache_result is None
+    await link.close()
+
+
+async def test_check_and_get_in_process() -> None:
+    limiter = LocalRateLimiter(Rate(2, 60))
+    cache = LocalCache(max_entries=10, ttl_seconds=60)
+    await cache.set("k", b"answer", "cust")
+    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit")
+    assert await check_and_get(limiter, None, "client", "k") == (True, 0, None, "off")
+    assert not (await check_and_get(limiter, cache, "client", "k")).allowed
+
+
+async def test_check_and_get_with_separate_links(redis: RedisServer) -> None:
+    limiter = RedisRateLimiter(fast_link(redis.url), Rate(5, 60))
+    cache = RedisCache(fast_link(redis.url), ttl_seconds=60)
+    await cache.set("k", b"answer", "cust")
+    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit")
+    await limiter.link.close()
+    await cache.link.close()
+
+
+def test_make_rate_limiter() -> None:
+    assert isinstance(make_rate_limiter(Rate(1, 1), None), LocalRateLimiter)
+    shared = make_rate_limiter(Rate(1, 1), RedisLink("redis://127.0.0.1:1/0"))
+    assert isinstance(shared, RedisRateLimiter)
