@@ -131,9 +131,7 @@ class ChurnService:
                 f"({type(exc).__name__}: {exc}); run `churn train` first"
             )
             logger.error(self.load_error)
-        self.runtime: ServingRuntime = build_runtime(
-            settings, self.model.version if self.model else None
-        )
+        self.runtime: ServingRuntime = build_runtime(settings, self.model)
         install(self.runtime)
 
     @bentoml.on_shutdown

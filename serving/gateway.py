@@ -12,6 +12,7 @@ is read once, parsed once with orjson, and replayed to BentoML unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -59,6 +60,24 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+async def respond_bytes(
+    send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Send a JSON answer already encoded."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def respond(
@@ -194,12 +213,17 @@ class Gateway:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        if route == "predict":
+            runtime.predicting += 1
         try:
             await self._handle(route, runtime, scope, receive, tracking)
         except Exception as error:
             logger.exception("gateway fault on %s %s", scope["method"], route)
             if not started:
                 await respond(send, 500, {"error": f"server: {type(error).__name__}"})
+        finally:
+            if route == "predict":
+                runtime.predicting -= 1
 
     async def _handle(
         self, route: Route, runtime: ServingRuntime, scope: Scope, receive: Receive, send: Send
@@ -258,7 +282,12 @@ class Gateway:
         if cache_key:
             headers.append((b"x-cache", b"miss"))
         answer = CapturedAnswer()
-        await self.app(scope, replaying(body, receive), capturing(send, answer, headers))
+        alone = await self._score_if_alone(runtime, parsed[0]) if parsed else None
+        if alone is not None:
+            await respond_bytes(send, 200, alone, headers)
+            answer.status, answer.chunks = 200, [alone]
+        else:
+            await self.app(scope, replaying(body, receive), capturing(send, answer, headers))
         if answer.status != 200:
             return
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -269,6 +298,17 @@ class Gateway:
                 runtime.after_batch(document, answer.body, request_id, latency_ms)
         except Exception:  # the answer is already sent; say loudly what was not logged
             logger.exception("prediction served but not logged (request %s)", request_id)
+
+    async def _score_if_alone(
+        self, runtime: ServingRuntime, customer: CustomerData
+    ) -> bytes | None:
+        """When no other `/predict` is in this worker, no batch is coming: score now rather
+        than wait in the batching queue (the quiet hours' latency). Under concurrency the
+        request joins BentoML's adaptive batches as usual."""
+        await asyncio.sleep(0)  # let requests that arrived together register first
+        if runtime.predicting != 1:
+            return None
+        return runtime.score_alone(customer)
 
     async def _answer_from_cache(
         self,

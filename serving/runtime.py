@@ -27,6 +27,7 @@ from serving.rate_limit import RateLimiter, check_and_get, make_rate_limiter, pa
 from serving.redis_link import RedisLink, make_link
 from training.config import Settings
 from training.schema import ID_COLUMN, CustomerData
+from training.scoring import LoadedModel, extra_field_problems, score_customers
 
 logger = logging.getLogger("churn.runtime")
 
@@ -55,6 +56,9 @@ class ServingRuntime:
     log: PredictionLog
     id_secret: bytes
     link: RedisLink | None = None
+    model: LoadedModel | None = None
+    predicting: int = 0
+    """`/predict` requests of this worker between arrival and answer."""
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _reported: LogStats = field(default_factory=LogStats)
     _reported_at: float = 0.0
@@ -88,6 +92,14 @@ class ServingRuntime:
         """Rate-limit decision and, when allowed, the cached answer (one Redis trip)."""
         admission = await check_and_get(self.limiter, self.cache, client, key)
         return admission.allowed, admission.retry_after, admission.cached
+
+    def score_alone(self, customer: CustomerData) -> bytes | None:
+        """The `/predict` answer for one customer scored right now, or None when the
+        batching path must answer instead (no model, or an `extra` problem → its 422)."""
+        if self.model is None or extra_field_problems(self.model, [customer]):
+            return None
+        (prediction,) = score_customers(self.model, [customer], self.settings)
+        return prediction.__pydantic_serializer__.to_json(prediction)
 
     def hash_id(self, customer_id: str) -> str:
         return customer_hash(customer_id, self.id_secret)
@@ -211,7 +223,7 @@ class ServingRuntime:
         self.log.close(timeout)
 
 
-def build_runtime(settings: Settings, model_version: str | None) -> ServingRuntime:
+def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRuntime:
     """Assemble the runtime from the settings; warns loudly when auth is off."""
     api_keys = load_api_keys(settings.api_keys)
     if not api_keys:
@@ -225,7 +237,8 @@ def build_runtime(settings: Settings, model_version: str | None) -> ServingRunti
     log = PredictionLog.from_settings(settings)
     return ServingRuntime(
         settings=settings,
-        model_version=model_version,
+        model_version=model.version if model else None,
+        model=model,
         api_keys=api_keys,
         limiter=make_rate_limiter(rate, link),
         cache=make_cache(settings, link),

@@ -18,6 +18,12 @@ os.environ["BENTOML_HOME"] = str(_SESSION_DIR / "bentoml")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 os.environ["CHURN_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+# Services started by tests log to the session's SQLite file, not the project's data/, and
+# are not rate limited unless a test asks for it.
+os.environ["DATABASE_URL"] = f"sqlite:///{_SESSION_DIR / 'predictions.db'}"
+os.environ["CHURN_DATA_DIR"] = str(_SESSION_DIR / "data")
+os.environ["CHURN_SPOOL_DIR"] = str(_SESSION_DIR / "spool")
+os.environ["CHURN_RATE_LIMIT"] = "100000000/minute"
 
 from tests.pg_server import PostgresServer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402

@@ -319,3 +319,65 @@ def test_no_log_line_holds_a_key_or_a_raw_customer_id(limited: ServerProcess) ->
     assert "rejected request: invalid" in log
     assert "RAW-ID-4242" not in log
     assert not any(key in log for key in KEYS)
+
+
+def test_labels_sent_while_postgres_is_down_are_kept_and_stored_later(
+    deployed: tuple[ServerProcess, Engine], postgres: PostgresServer
+) -> None:
+    server, engine = deployed
+    labels = [
+        {"customer_id": f"LABEL-{i}", "churned": i % 2 == 0, "observed_date": "2026-10-01"}
+        for i in range(5)
+    ]
+    postgres.stop()
+    try:
+        answer = httpx.post(f"{server.url}/feedback", json=labels, headers=AUTH, timeout=30)
+    finally:
+        postgres.start()
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"stored": 0, "spooled": 5}
+    hashes = [customer_hash(label["customer_id"], SECRET.encode()) for label in labels]
+    deadline, stored = time.monotonic() + 60, 0
+    while stored < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            with engine.connect() as connection:
+                stored = int(
+                    connection.scalar(
+                        text("select count(*) from ground_truth where customer_hash = any(:h)"),
+                        {"h": hashes},
+                    )
+                )
+        except Exception:  # PostgreSQL still starting
+            stored = 0
+    assert stored == 5
+
+
+def test_feedback_import_command_stores_a_label_file(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.new_database()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("customer_id,churned,observed_date\nA-1,yes,2026-09-30\nA-2,no,2026-09-30\n")
+    env = {**os.environ, "DATABASE_URL": url, "CHURN_ID_HASH_SECRET": SECRET}
+    churn = Path(sys.executable).with_name("churn")
+    for _ in range(2):  # importing the same file twice changes nothing
+        done = subprocess.run(
+            [str(churn), "feedback", "import", str(labels)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "stored 2 labels" in done.stdout
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        found = dict(
+            connection.execute(text("select customer_hash, churned from ground_truth")).all()
+        )
+    engine.dispose()
+    assert found == {
+        customer_hash("A-1", SECRET.encode()): True,
+        customer_hash("A-2", SECRET.encode()): False,
+    }

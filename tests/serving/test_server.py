@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from training.schema import Prediction
 from training.server_process import request_bodies
 from training.train import TrainingOutcome
 
@@ -85,6 +86,25 @@ def test_prediction_fields(
     assert body["model_version"] == (trained.tag or "").split(":")[1]
     datetime.fromisoformat(body["timestamp"])
     assert body["latency_ms"] >= 0
+
+
+@pytest.mark.server
+def test_a_lone_request_does_not_wait_for_a_batch(
+    server: str, trained: TrainingOutcome, bodies: list[dict[str, Any]]
+) -> None:
+    """One client at a time: scored at once, outside the batching queue, same answers."""
+    before, _ = batch_histogram(httpx.get(f"{server}/metrics").text)
+    with httpx.Client(base_url=server, timeout=30) as client:
+        answers = [client.post("/predict", json=body) for body in bodies[-20:]]
+    after, _ = batch_histogram(httpx.get(f"{server}/metrics").text)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert after == before, "a sequential request went through the batching queue"
+    served = np.array([a.json()["churn_probability"] for a in answers])
+    expected = trained.predictor.predict_proba(trained.test_raw[len(bodies) - 20 : len(bodies)])
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    body = answers[0].json()
+    assert set(body) == set(Prediction.model_fields)
+    Prediction.model_validate(body)
 
 
 @pytest.mark.server
