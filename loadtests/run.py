@@ -40,28 +40,9 @@ app = typer.Typer(add_completion=False)
 def ensure_model() -> Path:
     """The store in force; trains the demo model into it if it is empty (as `churn serve`)."""
     home = use_project_bentoml_home()
-    from training.store import list_models
+    from training.cli import ensure_demo_model
 
-    if not list_models():
-        from training.cli import DEMO_ROWS, DEMO_TRIALS, generate, train
-        from training.config import get_settings
-
-        demo = get_settings().data_dir / "demo_customers.csv"
-        typer.echo(f"no model in {home}: training a demo model first")
-        if not demo.exists():
-            generate(rows=DEMO_ROWS, seed=42, out=demo)
-        train(
-            data=str(demo),
-            query=None,
-            profile=None,
-            trials=DEMO_TRIALS,
-            seed=None,
-            balance=None,
-            linear_weight=None,
-            search_rows=None,
-            metrics_out=None,
-            reports=None,
-        )
+    ensure_demo_model()
     return home
 
 

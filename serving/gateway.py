@@ -87,19 +87,7 @@ async def respond(
     headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> None:
     """Send a small JSON answer."""
-    payload = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await respond_bytes(send, status, orjson.dumps(body), list(headers))
 
 
 class BodyTooLarge(Exception):

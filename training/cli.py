@@ -132,31 +132,37 @@ def models() -> None:
         typer.echo(tag)
 
 
+def ensure_demo_model() -> None:
+    """Train the demo model (20,000 synthetic customers) if the store has no model."""
+    from training.store import list_models
+
+    if list_models():
+        return
+    demo = get_settings().data_dir / "demo_customers.csv"
+    typer.echo(f"no model in {os.environ['BENTOML_HOME']}: training a demo model first")
+    if not demo.exists():
+        generate(rows=DEMO_ROWS, seed=42, out=demo)
+    train(
+        data=str(demo),
+        profile=None,
+        trials=DEMO_TRIALS,
+        seed=None,
+        balance=None,
+        linear_weight=None,
+        search_rows=None,
+        metrics_out=None,
+        reports=None,
+        query=None,
+    )
+
+
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
     """Serve `/predict`; on a fresh checkout first generate demo data and train on it."""
-    from training.store import list_models
-
-    if not list_models():
-        demo = get_settings().data_dir / "demo_customers.csv"
-        typer.echo(f"no model in {os.environ['BENTOML_HOME']}: training a demo model first")
-        if not demo.exists():
-            generate(rows=DEMO_ROWS, seed=42, out=demo)
-        train(
-            data=str(demo),
-            profile=None,
-            trials=DEMO_TRIALS,
-            seed=None,
-            balance=None,
-            linear_weight=None,
-            search_rows=None,
-            metrics_out=None,
-            reports=None,
-            query=None,
-        )
+    ensure_demo_model()
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml), "serve", "service:ChurnService", "--port", str(port)]
     command += ["--host", host]
