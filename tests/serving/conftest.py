@@ -91,3 +91,9 @@ def limited(
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The async tests run on asyncio (the event loop BentoML serves on)."""
+    return "asyncio"

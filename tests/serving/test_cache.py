@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 import pytest
 from redis.asyncio import Redis
 
@@ -19,35 +15,12 @@ from serving.cache import (
 )
 from serving.redis_link import RedisLink
 from tests.redis_server import RedisServer
+from tests.serving.async_helpers import FakeClock, eventually, fast_link
 from training.config import Settings
 
 pytestmark = pytest.mark.anyio
 
 REQUEST = b'{"customer_id":"c1","tenure":12}'
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def fast_link(url: str) -> RedisLink:
-    return RedisLink(url, timeout_ms=200, min_backoff=0.05, max_backoff=0.2)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # Keys.

@@ -15,11 +15,6 @@ from tests.redis_server import RedisServer, free_port
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def fast_link(url: str) -> RedisLink:
     """Short backoff so recovery tests take milliseconds, not seconds."""
     return RedisLink(url, timeout_ms=200, min_backoff=0.05, max_backoff=0.2)
