@@ -13,6 +13,7 @@ one `Prediction`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -36,6 +37,9 @@ from training.scoring import LoadedModel, extra_field_problems, score_customers
 from training.store import stored_predictor
 
 logger = logging.getLogger("churn.service")
+# BentoML's server logging keeps the root logger at WARNING; the product's own INFO lines
+# (model loaded, rejected requests by field) belong in the server log too.
+logging.getLogger("churn").setLevel(logging.INFO)
 quiet_validation_errors()
 settings = get_settings()
 
@@ -93,6 +97,10 @@ def model_reference() -> bentoml.models.BentoModel | None:
     return reference if reference.stored is not None else None
 
 
+SCORING_ROUTES = ["/predict", "/predict/batch"]
+"""Not traced by BentoML's OpenTelemetry middleware: a span per request cost ≈ 20 % of the
+worker's time at 64 clients (BENCHMARKS.md), and the gateway answers these routes itself."""
+
 health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -104,6 +112,7 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     threads=1,
     metrics={"enabled": True},
     logging={"access": {"enabled": settings.access_log}},
+    tracing={"excluded_urls": SCORING_ROUTES},
 )
 class ChurnService:
     """Churn probability, risk level and reasons for each customer."""
@@ -123,6 +132,7 @@ class ChurnService:
                 raise LookupError("the store is empty")
             stored = ref.resolve() if isinstance(ref, bentoml.models.BentoModel) else ref
             loaded = stored_predictor(Path(stored.path), str(stored.tag.version))
+            loaded.predictor.warm_up()
             self.model = LoadedModel(loaded.predictor, loaded.version)
             logger.info("loaded %s", stored.tag)
         except Exception as exc:  # the process must stay up and say why it cannot score
@@ -133,6 +143,10 @@ class ChurnService:
             logger.error(self.load_error)
         self.runtime: ServingRuntime = build_runtime(settings, self.model)
         install(self.runtime)
+        # Everything loaded so far (BentoML, pydantic, XGBoost, the model) lives for the
+        # whole process: take it out of the collector's sight, or every full collection
+        # walks it again under load (p99 at 64 clients 379 → 131 ms, BENCHMARKS.md).
+        gc.freeze()
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:

@@ -4,7 +4,7 @@
 
 Starts `bentoml serve` over the store in BENTOML_HOME (default: the project's `bentos/`),
 sends synthetic customers from N concurrent keep-alive clients, and reads the service's
-own `bentoml_service_adaptive_batch_size` histogram afterwards. The load generator runs on
+own `churn_adaptive_batch_size` histogram afterwards. The load generator runs on
 the same machine, so figures are a floor, not a ceiling.
 """
 
@@ -75,9 +75,9 @@ def batch_sizes(metrics_text: str) -> tuple[float, float]:
     """(sum, count) of the adaptive batch-size histogram."""
     total = count = 0.0
     for line in metrics_text.splitlines():
-        if line.startswith("bentoml_service_adaptive_batch_size_sum"):
+        if line.startswith("churn_adaptive_batch_size_sum"):
             total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+        elif line.startswith("churn_adaptive_batch_size_count"):
             count += float(line.rsplit(" ", 1)[1])
     return total, count
 

@@ -403,8 +403,8 @@ def metric_sum(text: str, name: str, label: str = "") -> float:
 def product_counters(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return {
-        "batch_sum": metric_sum(text, "bentoml_service_adaptive_batch_size_sum"),
-        "batch_count": metric_sum(text, "bentoml_service_adaptive_batch_size_count"),
+        "batch_sum": metric_sum(text, "churn_adaptive_batch_size_sum"),
+        "batch_count": metric_sum(text, "churn_adaptive_batch_size_count"),
         "hit": metric_sum(text, "churn_cache_requests_total", 'result="hit"'),
         "miss": metric_sum(text, "churn_cache_requests_total", 'result="miss"'),
     }
@@ -770,7 +770,7 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
         if p64 and p64.mean_batch is not None:
             lines.append(
                 f"- product mean adaptive batch size at 64 clients (its /metrics, "
-                f"bentoml_service_adaptive_batch_size sum/count): {p64.mean_batch:.1f}"
+                f"churn_adaptive_batch_size sum/count): {p64.mean_batch:.1f}"
             )
     for r in all_results:
         total, largest = r.rss_after_64

@@ -8,6 +8,7 @@ them all (``forget_customer``). A Redis failure is a miss, never an exception.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import Counter, OrderedDict
@@ -48,6 +49,8 @@ class Cache(Protocol):
 
     async def set(self, key: str, value: bytes, customer_hash: str | Iterable[str]) -> None: ...
 
+    def remember(self, key: str, value: bytes, customer_hash: str) -> None: ...
+
     async def forget_customer(self, customer_hash: str) -> int: ...
 
 
@@ -65,6 +68,26 @@ def _customers(customer_hash: str | Iterable[str]) -> tuple[str, ...]:
     """One customer or several (a batch response describes many)."""
     return (customer_hash,) if isinstance(customer_hash, str) else tuple(customer_hash)
 
+
+# Entries and their customer indexes, all at once: ARGV = ttl, then per key its value, the
+# number of customers and their index keys. One reply to parse, however many entries.
+_STORE = LuaScript(
+    """
+local ttl = tonumber(ARGV[1])
+local at = 2
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[at], 'EX', ttl)
+  local customers = tonumber(ARGV[at + 1])
+  for i = 1, customers do
+    local index = ARGV[at + 1 + i]
+    redis.call('SADD', index, key)
+    redis.call('EXPIRE', index, ttl)
+  end
+  at = at + 2 + customers
+end
+return #KEYS
+"""
+)
 
 # Atomic, so an entry written concurrently is either deleted or indexed after the deletion.
 _FORGET = LuaScript(
@@ -89,6 +112,8 @@ class RedisCache:
         self.link = link
         self.ttl = ttl_seconds
         self.outcomes: Counter[str] = Counter()
+        self._pending: list[tuple[str, bytes, tuple[str, ...]]] = []
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def lookup(self, key: str) -> CacheLookup:
         """Hit, miss, or error (Redis down or failed: served as a miss)."""
@@ -101,21 +126,33 @@ class RedisCache:
 
     async def set(self, key: str, value: bytes, customer_hash: str | Iterable[str]) -> None:
         """Store with the TTL and index under each customer, in one round trip."""
-        customers = _customers(customer_hash)
+        await self._write([(key, value, _customers(customer_hash))])
 
-        async def write(client: Redis) -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.set(key, value, ex=self.ttl)
-            for customer in customers:
-                index = customer_index_key(customer)
-                pipe.sadd(index, key)
-                pipe.expire(index, self.ttl)
-            await pipe.execute()
+    def remember(self, key: str, value: bytes, customer_hash: str) -> None:
+        """Store soon, without waiting: the answers of one moment (an adaptive batch) are
+        written together in one round trip, not one per request."""
+        self._pending.append((key, value, (customer_hash,)))
+        if len(self._pending) == 1:
+            task = asyncio.get_running_loop().create_task(self._write_pending())
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
-        await self.link.run(write)
+    async def _write_pending(self) -> None:
+        entries, self._pending = self._pending, []
+        await self._write(entries)
+
+    async def _write(self, entries: list[tuple[str, bytes, tuple[str, ...]]]) -> None:
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self.ttl]
+        for key, value, customers in entries:
+            keys.append(key)
+            args += [value, len(customers), *map(customer_index_key, customers)]
+        await self.link.run(lambda client: _STORE(client, keys, args))
 
     async def forget_customer(self, customer_hash: str) -> int:
         """Delete every entry of the customer; raises CacheUnavailable if Redis is down."""
+        # Not yet written entries of this customer must not be written after the deletion.
+        self._pending = [entry for entry in self._pending if customer_hash not in entry[2]]
         index = customer_index_key(customer_hash)
         removed = await self.link.run(lambda client: _FORGET(client, [index], []), force=True)
         if removed is None:
@@ -187,16 +224,22 @@ class LocalCache:
 
     async def set(self, key: str, value: bytes, customer_hash: str | Iterable[str]) -> None:
         """Store, evicting the least recently used entries beyond ``max_entries``."""
+        self._store(key, value, _customers(customer_hash))
+
+    def _store(self, key: str, value: bytes, customers: tuple[str, ...]) -> None:
         now = self._clock()
         self._sweep_expired(now)
         if key in self._entries:
             self._remove(key)
-        customers = _customers(customer_hash)
         self._entries[key] = _Entry(now + self.ttl, value, customers)
         for customer in customers:
             self._by_customer.setdefault(customer, set()).add(key)
         while len(self._entries) > self.max_entries:
             self._remove(next(iter(self._entries)))
+
+    def remember(self, key: str, value: bytes, customer_hash: str) -> None:
+        """Store now (an in-process cache has no round trip to save)."""
+        self._store(key, value, (customer_hash,))
 
     async def forget_customer(self, customer_hash: str) -> int:
         """Delete this process's entries of the customer; the count of live ones removed."""

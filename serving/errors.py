@@ -87,6 +87,11 @@ class ValidationErrorsAs422:
         await self.app(scope, receive, rewrite)
 
 
+def invalid_fields(error: ValidationError) -> str:
+    """The fields a validation error names, never their values (ids are personal data)."""
+    return ", ".join(sorted({_field_name(e.get("loc", ())) for e in error.errors()}))
+
+
 class QuietValidationErrors(logging.Filter):
     """BentoML logs every rejected request with a traceback whose pydantic message repeats
     the input (customer ids included). Keep one line naming the fields, never the values."""
@@ -94,8 +99,7 @@ class QuietValidationErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ValidationError):
-            fields = sorted({_field_name(e.get("loc", ())) for e in error.errors()})
-            record.msg, record.args = "rejected request: invalid %s", (", ".join(fields),)
+            record.msg, record.args = "rejected request: invalid %s", (invalid_fields(error),)
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True

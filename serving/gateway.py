@@ -1,10 +1,11 @@
 """The production front door of the service: an ASGI middleware in every worker.
 
 For the protected routes it checks the API key, the rate limit, the content type and the
-body size, then either answers `/predict` from the cache or lets BentoML score the request,
-and hands every 200 answer to the prediction log. All of this happens before BentoML's
-batching queue, so a cache hit never waits for a batch, and nothing here touches the
-database on the request path.
+body size. It then serves `/predict` and `/predict/batch` itself: validation, the cache,
+scoring (`/predict` through BentoML's adaptive batcher, see `serving/batcher.py`) and the
+answer, and hands every prediction to the prediction log. Nothing here touches the database
+on the request path. `/feedback` and deletions go on to their BentoML routes, and so does
+`/predict` when no model is loaded (BentoML's API then answers the 503).
 
 It is plain ASGI (no Starlette request objects) because it runs on every request: the body
 is read once, parsed once with orjson, and replayed to BentoML unchanged.
@@ -17,18 +18,21 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import api_key_from_headers
+from serving.batcher import Overloaded
+from serving.errors import describe_validation_errors, invalid_fields, validation_body
 from serving.feedback_api import customer_id_problems
 from serving.metrics import count_auth_failure
 from serving.runtime import ServingRuntime, current_runtime
-from training.schema import CustomerData
+from training.config import MAX_BATCH_CUSTOMERS
+from training.schema import ID_COLUMN, CustomerData
 
 logger = logging.getLogger("churn.gateway")
 
@@ -40,6 +44,7 @@ AUTH_ANSWERS = {
     "wrong": (403, "X-API-Key not accepted"),
 }
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+_customer_list = TypeAdapter(list[CustomerData])
 
 
 def classify(method: str, path: str) -> Route | None:
@@ -129,51 +134,53 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class CapturedAnswer:
-    """What the downstream app answered: status and, for a 200, the body bytes."""
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.chunks: list[bytes] = []
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-def capturing(
-    send: Send, answer: CapturedAnswer, extra_headers: list[tuple[bytes, bytes]]
-) -> Callable[[Message], Awaitable[None]]:
-    """A `send` that passes everything through, adds headers, and keeps a 200's body."""
+def adding_headers(send: Send, extra_headers: list[tuple[bytes, bytes]]) -> Send:
+    """A `send` that adds headers to the response it passes through."""
 
     async def forward(message: Message) -> None:
         if message["type"] == "http.response.start":
-            answer.status = message["status"]
             message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
-        elif message["type"] == "http.response.body" and answer.status == 200:
-            answer.chunks.append(message.get("body", b""))
         await send(message)
 
     return forward
 
 
-def canonical_customer(body: bytes) -> tuple[CustomerData, bytes] | None:
-    """The validated customer and its canonical bytes (sorted keys, no nulls), or None
-    when the body is invalid (BentoML will then answer the 422)."""
-    try:
-        customer = CustomerData.model_validate_json(body)
-        fields = customer.model_dump(mode="json", exclude_none=True)
-        return customer, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    except (ValidationError, orjson.JSONEncodeError):
-        return None
+@dataclass(frozen=True)
+class ParsedCustomer:
+    """A validated `/predict` body, with the forms the cache and the log need."""
+
+    customer: CustomerData
+    features: dict[str, Any]
+    """The request's fields without nulls and without the customer id (the log stores these)."""
+    canonical: bytes
+    """The whole request with sorted keys and no nulls: what the cache key hashes."""
 
 
-def not_json(error: Exception) -> dict[str, Any]:
-    """The 422 body for a request body that is not JSON at all."""
-    return {
-        "error": f"invalid request: body: not valid JSON ({error}) (json_invalid)",
-        "detail": [{"field": "body", "rule": "json_invalid", "message": str(error)}],
-    }
+def parse_customer(body: bytes) -> ParsedCustomer:
+    """Validate a `/predict` body. Raises pydantic's ValidationError (not-JSON included)."""
+    customer = CustomerData.model_validate_json(body)
+    fields = customer.model_dump(mode="json", exclude_none=True)
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    del fields[ID_COLUMN]
+    return ParsedCustomer(customer, fields, canonical)
+
+
+def invalid(error: ValidationError) -> dict[str, Any]:
+    """The 422 body for a request that failed validation (logged by field, not value)."""
+    logger.info("rejected request: invalid %s", invalid_fields(error))
+    details = error.errors(include_url=False, include_input=False)
+    return describe_validation_errors([dict(detail) for detail in details])
+
+
+def extra_invalid(problems: dict[int, list[dict[str, str]]], batch: bool) -> dict[str, Any]:
+    """The 422 body for `extra` objects that do not fit the model (`[i].` prefixes in a batch)."""
+    return validation_body(
+        [
+            {**problem, "field": f"[{i}].{problem['field']}"} if batch else problem
+            for i, found in problems.items()
+            for problem in found
+        ]
+    )
 
 
 class Gateway:
@@ -233,10 +240,19 @@ class Gateway:
             await respond(send, 413, {"error": f"body: larger than {runtime.max_body_bytes} bytes"})
             return
 
-        client_id = runtime.client_id(presented, scope)
-        parsed = canonical_customer(body) if route == "predict" else None
-        cache_key = runtime.cache_key(parsed[1]) if parsed else None
-        allowed, retry_after, cached = await runtime.admit(client_id, cache_key)
+        scoring = route in ("predict", "batch") and runtime.model is not None
+        parsed: ParsedCustomer | ValidationError | None = None
+        if scoring and route == "predict":
+            try:
+                parsed = parse_customer(body)
+            except ValidationError as error:
+                parsed = error
+        cache_key = (
+            runtime.cache_key(parsed.canonical) if isinstance(parsed, ParsedCustomer) else None
+        )
+        allowed, retry_after, cached = await runtime.admit(
+            runtime.client_id(presented, scope), cache_key
+        )
         if not allowed:
             await respond(
                 send,
@@ -246,14 +262,26 @@ class Gateway:
             )
             return
 
-        document: Any = None
-        if route in ("predict", "batch") and parsed is None:
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as error:
-                await respond(send, 422, not_json(error))
-                return
+        request_id = _request_id(scope)
+        if isinstance(parsed, ValidationError):
+            await respond(send, 422, invalid(parsed))
+        elif isinstance(parsed, ParsedCustomer):
+            await self._predict(runtime, send, parsed, cache_key, cached, request_id, started)
+        elif scoring:
+            await self._batch(runtime, send, body, request_id, started)
+        else:
+            await self._forward(route, scope, body, receive, send, request_id)
 
+    async def _forward(
+        self,
+        route: Route,
+        scope: Scope,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+    ) -> None:
+        """The routes BentoML answers: `/feedback`, deletions, scoring without a model."""
         if route == "delete":
             # Checked here: an id the router cannot match (a control character) must get
             # a 422 that names it, not the router's bare 404.
@@ -261,48 +289,99 @@ class Gateway:
             if problems:
                 await respond(send, 422, problems)
                 return
-
-        request_id = _request_id(scope)
         headers = [(REQUEST_ID_HEADER, request_id.encode())]
-        if parsed and cached is not None:
-            await self._answer_from_cache(send, runtime, parsed[0], cached, request_id, started)
+        await self.app(scope, replaying(body, receive), adding_headers(send, headers))
+
+    async def _predict(
+        self,
+        runtime: ServingRuntime,
+        send: Send,
+        parsed: ParsedCustomer,
+        cache_key: str | None,
+        cached: bytes | None,
+        request_id: str,
+        started: float,
+    ) -> None:
+        """One customer: from the cache, scored at once when alone, else in a batch."""
+        customer = parsed.customer
+        if cached is not None:
+            await self._answer_from_cache(send, runtime, parsed, cached, request_id, started)
             return
+        problems = runtime.extra_problems([customer])
+        if problems:
+            await respond(send, 422, extra_invalid(problems, batch=False))
+            return
+        prediction = await self._score_one(runtime, customer)
+        if prediction is None:
+            await respond(send, 503, {"error": "server: overloaded, retry shortly"})
+            return
+        answer = orjson.dumps(prediction)
+        headers = [(REQUEST_ID_HEADER, request_id.encode())]
         if cache_key:
             headers.append((b"x-cache", b"miss"))
-        answer = CapturedAnswer()
-        alone = await self._score_if_alone(runtime, parsed[0]) if parsed else None
-        if alone is not None:
-            await respond_bytes(send, 200, alone, headers)
-            answer.status, answer.chunks = 200, [alone]
-        else:
-            await self.app(scope, replaying(body, receive), capturing(send, answer, headers))
-        if answer.status != 200:
-            return
+        await respond_bytes(send, 200, answer, headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
         try:
-            if route == "predict" and parsed:
-                runtime.after_prediction(parsed[0], answer.body, cache_key, request_id, latency_ms)
-            elif route == "batch":
-                runtime.after_batch(document, answer.body, request_id, latency_ms)
+            runtime.after_prediction(
+                customer, parsed.features, prediction, answer, cache_key, request_id, latency_ms
+            )
         except Exception:  # the answer is already sent; say loudly what was not logged
             logger.exception("prediction served but not logged (request %s)", request_id)
 
-    async def _score_if_alone(
+    async def _score_one(
         self, runtime: ServingRuntime, customer: CustomerData
-    ) -> bytes | None:
+    ) -> dict[str, Any] | None:
         """When no other `/predict` is in this worker, no batch is coming: score now rather
         than wait in the batching queue (the quiet hours' latency). Under concurrency the
-        request joins BentoML's adaptive batches as usual."""
+        request joins an adaptive batch. None: the batcher shed it (overload)."""
         await asyncio.sleep(0)  # let requests that arrived together register first
-        if runtime.predicting != 1:
+        if runtime.predicting == 1 or runtime.batcher is None:
+            (prediction,) = runtime.score_rows([customer])
+            return prediction
+        try:
+            return await runtime.batcher.score(customer)
+        except Overloaded:
             return None
-        return runtime.score_alone(customer)
+
+    async def _batch(
+        self, runtime: ServingRuntime, send: Send, body: bytes, request_id: str, started: float
+    ) -> None:
+        """`/predict/batch`: up to `MAX_BATCH_CUSTOMERS` customers in one vectorised pass."""
+        try:
+            customers = _customer_list.validate_json(body)
+        except ValidationError as error:
+            await respond(send, 422, invalid(error))
+            return
+        if len(customers) > MAX_BATCH_CUSTOMERS:
+            message = f"customers: at most {MAX_BATCH_CUSTOMERS} per request, got {len(customers)}"
+            await respond(send, 413, {"error": message})
+            return
+        problems = runtime.extra_problems(customers)
+        if problems:
+            await respond(send, 422, extra_invalid(problems, batch=True))
+            return
+        scored = await runtime.score_in_background(customers, started) if customers else None
+        predictions = scored.rows() if scored else []
+        answer = orjson.dumps(
+            {
+                "predictions": predictions,
+                "total_processed": len(predictions),
+                "high_risk_count": scored.high_risk_count if scored else 0,
+                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
+            }
+        )
+        await respond_bytes(send, 200, answer, [(REQUEST_ID_HEADER, request_id.encode())])
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            runtime.after_batch(customers, predictions, request_id, latency_ms)
+        except Exception:  # the answer is already sent; say loudly what was not logged
+            logger.exception("batch served but not logged (request %s)", request_id)
 
     async def _answer_from_cache(
         self,
         send: Send,
         runtime: ServingRuntime,
-        customer: CustomerData,
+        parsed: ParsedCustomer,
         cached: bytes,
         request_id: str,
         started: float,
@@ -317,7 +396,7 @@ class Gateway:
             prediction,
             [(REQUEST_ID_HEADER, request_id.encode()), (b"x-cache", b"hit")],
         )
-        runtime.log_hit(customer, prediction, request_id, latency_ms)
+        runtime.log_hit(parsed.customer, parsed.features, prediction, request_id, latency_ms)
 
 
 def _is_json(content_type: bytes | None) -> bool:

@@ -19,6 +19,9 @@ AuthFailure = Literal["missing", "wrong"]
 LogRowOutcome = Literal["written", "spooled", "replayed"]
 
 
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
 @dataclass(frozen=True)
 class _Metrics:
     cache_requests: Any
@@ -27,12 +30,13 @@ class _Metrics:
     auth_failures: Any
     log_rows: Any
     log_pending: Any
+    batch_size: Any
 
 
 @cache
 def _metrics() -> _Metrics:
     """Create (once per process) and register the metric objects."""
-    from prometheus_client import Counter, Gauge
+    from prometheus_client import Counter, Gauge, Histogram
 
     return _Metrics(
         cache_requests=Counter(
@@ -57,6 +61,11 @@ def _metrics() -> _Metrics:
             "churn_prediction_log_pending_rows",
             "Prediction-log rows not yet in the database (memory and spool).",
             multiprocess_mode="livesum",
+        ),
+        batch_size=Histogram(
+            "churn_adaptive_batch_size",
+            "Customers per adaptive batch of /predict requests scored together.",
+            buckets=BATCH_SIZE_BUCKETS,
         ),
     )
 
@@ -90,3 +99,8 @@ def count_log_rows(outcome: LogRowOutcome, rows: int = 1) -> None:
 def set_log_pending_rows(rows: int) -> None:
     """Rows of this worker not yet in the database."""
     _metrics().log_pending.set(rows)
+
+
+def observe_batch_size(customers: int) -> None:
+    """Record the size of one adaptive batch."""
+    _metrics().batch_size.observe(customers)

@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 from serving import metrics
 from serving.cache import Cache, CacheLookup, RedisCache
 from serving.metrics import CacheResult
-from serving.redis_link import LuaScript, RedisLink
+from serving.redis_link import CoalescedScript, LuaScript, RedisLink
 
 KEY_PREFIX = "churn:rl:"
 _UNITS = {"second": 1, "minute": 60, "hour": 3600}
@@ -154,6 +154,7 @@ class RedisRateLimiter:
         self.link = link
         self.rate = rate
         self.fallback = LocalRateLimiter(rate)
+        self._script = CoalescedScript(link, _SLIDING_WINDOW)
         self._member_prefix = f"{os.urandom(6).hex()}:"  # unique across workers
         self._sequence = itertools.count()
 
@@ -173,7 +174,7 @@ class RedisRateLimiter:
         keys = [rate_limit_key(client_id)] + ([cache_key] if cache_key else [])
         window_us = self.rate.window_seconds * 1_000_000
         args = [self.rate.limit, window_us, self.rate.window_seconds * 1000, self._member()]
-        reply = await self.link.run(lambda client: _SLIDING_WINDOW(client, keys, args))
+        reply = await self._script(keys, args)
         if reply is None:
             decision = self.fallback.decide(client_id)
             lookup = CacheLookup(None, "error") if cache_key and decision.allowed else None

@@ -7,27 +7,26 @@ BentoML before the service instance exists, so it cannot be handed the runtime).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.types import Scope
 
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
+from serving.batcher import PredictBatcher
 from serving.cache import Cache, cache_key, make_cache
 from serving.metrics import count_log_rows, set_log_pending_rows
 from serving.rate_limit import RateLimiter, check_and_get, make_rate_limiter, parse_rate
 from serving.redis_link import RedisLink, make_link
 from training.config import Settings
 from training.schema import ID_COLUMN, CustomerData
-from training.scoring import LoadedModel, extra_field_problems, score_customers
+from training.scoring import LoadedModel, ScoredBatch, extra_field_problems, score_batch
 
 logger = logging.getLogger("churn.runtime")
 
@@ -57,9 +56,9 @@ class ServingRuntime:
     id_secret: bytes
     link: RedisLink | None = None
     model: LoadedModel | None = None
+    batcher: PredictBatcher | None = None
     predicting: int = 0
     """`/predict` requests of this worker between arrival and answer."""
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _reported: LogStats = field(default_factory=LogStats)
     _reported_at: float = 0.0
 
@@ -93,13 +92,26 @@ class ServingRuntime:
         admission = await check_and_get(self.limiter, self.cache, client, key)
         return admission.allowed, admission.retry_after, admission.cached
 
-    def score_alone(self, customer: CustomerData) -> bytes | None:
-        """The `/predict` answer for one customer scored right now, or None when the
-        batching path must answer instead (no model, or an `extra` problem → its 422)."""
-        if self.model is None or extra_field_problems(self.model, [customer]):
-            return None
-        (prediction,) = score_customers(self.model, [customer], self.settings)
-        return prediction.__pydantic_serializer__.to_json(prediction)
+    def extra_problems(self, customers: Sequence[CustomerData]) -> dict[int, list[dict[str, str]]]:
+        """Customers whose `extra` object does not fit the served model: position → problems."""
+        return extra_field_problems(self.model, customers) if self.model else {}
+
+    def score_rows(self, customers: Sequence[CustomerData]) -> list[dict[str, Any]]:
+        """Score validated customers now, in this thread: one `Prediction` dict each."""
+        return self.score(customers).rows()
+
+    def score(self, customers: Sequence[CustomerData], started: float | None = None) -> ScoredBatch:
+        if self.model is None:
+            raise RuntimeError("no model is loaded")
+        return score_batch(self.model, customers, self.settings, started)
+
+    async def score_in_background(
+        self, customers: Sequence[CustomerData], started: float
+    ) -> ScoredBatch:
+        """A `/predict/batch` request, scored in the scoring thread (the event loop stays free)."""
+        if self.batcher is None:
+            return self.score(customers, started)
+        return await self.batcher.run(self.score, customers, started)
 
     def hash_id(self, customer_id: str) -> str:
         return customer_hash(customer_id, self.id_secret)
@@ -130,16 +142,17 @@ class ServingRuntime:
     def after_prediction(
         self,
         customer: CustomerData,
+        features: dict[str, Any],
+        prediction: dict[str, Any],
         answer: bytes,
         key: str | None,
         request_id: str,
         latency_ms: float,
     ) -> None:
-        """A scored `/predict`: remember the answer in the cache and log it."""
-        prediction = orjson.loads(answer)
+        """A scored `/predict` (`features`: the request's fields without the id): remember
+        the answer in the cache and log it."""
         if key is not None and self.cache is not None:
-            self._background(self.cache.set(key, answer, self.hash_id(customer.customer_id)))
-        features = customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN})
+            self.cache.remember(key, answer, self.hash_id(customer.customer_id))
         cache = "miss" if key is not None else "none"
         record = self._record(
             customer.customer_id, features, prediction, request_id, latency_ms, cache, "predict"
@@ -149,12 +162,12 @@ class ServingRuntime:
     def log_hit(
         self,
         customer: CustomerData,
+        features: dict[str, Any],
         prediction: dict[str, Any],
         request_id: str,
         latency_ms: float,
     ) -> None:
         """A `/predict` answered from the cache is still a served prediction: log it."""
-        features = customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN})
         self._write(
             [
                 self._record(
@@ -170,22 +183,25 @@ class ServingRuntime:
         )
 
     def after_batch(
-        self, items: Sequence[dict[str, Any]], answer: bytes, request_id: str, latency_ms: float
+        self,
+        customers: Sequence[CustomerData],
+        predictions: Sequence[dict[str, Any]],
+        request_id: str,
+        latency_ms: float,
     ) -> None:
-        """A scored `/predict/batch` (`items`: its parsed body): one log row per customer."""
-        predictions = orjson.loads(answer)["predictions"]
+        """A scored `/predict/batch`: one log row per customer."""
         self._write(
             [
                 self._record(
-                    str(item[ID_COLUMN]),
-                    {k: v for k, v in item.items() if k != ID_COLUMN and v is not None},
+                    customer.customer_id,
+                    customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN}),
                     prediction,
                     request_id,
                     latency_ms,
                     "none",
                     "batch",
                 )
-                for item, prediction in zip(items, predictions, strict=True)
+                for customer, prediction in zip(customers, predictions, strict=True)
             ]
         )
 
@@ -212,14 +228,10 @@ class ServingRuntime:
         set_log_pending_rows(stats.pending)
         self._reported = stats
 
-    def _background(self, work: Any) -> None:
-        """Run a coroutine without waiting for it (kept referenced until done)."""
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def close(self, timeout: float = 30.0) -> None:
         """Graceful shutdown: everything buffered is written (or spooled to disk)."""
+        if self.batcher is not None:
+            self.batcher.close()
         self.log.close(timeout)
 
 
@@ -235,7 +247,7 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
     rate = parse_rate(settings.rate_limit)
     secret = load_id_secret(settings)
     log = PredictionLog.from_settings(settings)
-    return ServingRuntime(
+    runtime = ServingRuntime(
         settings=settings,
         model_version=model.version if model else None,
         model=model,
@@ -246,3 +258,8 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
         id_secret=secret,
         link=link,
     )
+    if model is not None:
+        runtime.batcher = PredictBatcher(
+            runtime.score_rows, settings.max_batch_size, settings.max_latency_ms
+        )
+    return runtime

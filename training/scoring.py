@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,7 @@ from training.config import Settings
 from training.encode import encode_customers
 from training.extras import extra_problems
 from training.predict import ChurnPredictor
-from training.schema import CustomerData, Prediction, Reason
+from training.schema import CustomerData, Prediction
 
 RISK_LEVELS = ("low", "medium", "high")
 
@@ -83,43 +85,126 @@ def extra_field_problems(
     return found
 
 
+def recommendation_table(feature_names: Sequence[str]) -> np.ndarray:
+    """Every possible recommendation as an array indexed by [risk level, top raising
+    feature + 1] (column 0: no feature raised the risk), so a batch looks them all up at once."""
+    table = np.empty((len(RISK_LEVELS), len(feature_names) + 1), dtype=object)
+    for level_index, level in enumerate(RISK_LEVELS):
+        table[level_index, 0] = recommendation(level, None)
+        for j, name in enumerate(feature_names):
+            table[level_index, j + 1] = recommendation(level, name)
+    return table
+
+
+@lru_cache(maxsize=8)
+def _lookup_tables(feature_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(feature names as an object array, recommendation table), built once per model."""
+    return np.array(feature_names, dtype=object), recommendation_table(feature_names)
+
+
+def _timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, exactly as pydantic writes `Prediction.timestamp`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A scored batch as columns; `rows()` turns it into the JSON-ready answers."""
+
+    customer_ids: list[str]
+    probability: np.ndarray
+    will_churn: np.ndarray
+    risk_level: np.ndarray  # object array of RISK_LEVELS
+    recommendation: np.ndarray  # object array
+    reason_features: np.ndarray  # (n, k) object array of feature names
+    reason_contributions: np.ndarray  # (n, k) float
+    model_version: str
+    timestamp: str
+    latency_ms: float
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One `Prediction`-shaped dict per customer. Every value is computed above in
+        vectorised form; this only lays the columns out as JSON objects."""
+        reasons = [
+            [{"feature": f, "contribution": c} for f, c in zip(fs, cs, strict=True)]
+            for fs, cs in zip(
+                self.reason_features.tolist(), self.reason_contributions.tolist(), strict=True
+            )
+        ]
+        return [
+            {
+                "customer_id": customer_id,
+                "churn_probability": probability,
+                "will_churn": will_churn,
+                "risk_level": level,
+                "recommendation": advice,
+                "top_reasons": top,
+                "model_version": self.model_version,
+                "timestamp": self.timestamp,
+                "latency_ms": self.latency_ms,
+            }
+            for customer_id, probability, will_churn, level, advice, top in zip(
+                self.customer_ids,
+                self.probability.tolist(),
+                self.will_churn.tolist(),
+                self.risk_level.tolist(),
+                self.recommendation.tolist(),
+                reasons,
+                strict=True,
+            )
+        ]
+
+    @property
+    def high_risk_count(self) -> int:
+        return int(np.count_nonzero(self.risk_level == "high"))
+
+
+def _first_raising_feature(feature_index: np.ndarray, contribution: np.ndarray) -> np.ndarray:
+    """Per row, the first reason that raised the risk (contribution > 0), or -1."""
+    raising = contribution > 0
+    if raising.shape[1] == 0:
+        return np.full(len(raising), -1)
+    first = np.argmax(raising, axis=1)
+    found = feature_index[np.arange(len(raising)), first]
+    return np.where(raising.any(axis=1), found, -1)
+
+
+def score_batch(
+    model: LoadedModel,
+    customers: Sequence[CustomerData],
+    settings: Settings,
+    started: float | None = None,
+) -> ScoredBatch:
+    """Score a batch in one vectorised pass: probabilities, risk levels, reasons and
+    recommendations for every customer at once."""
+    started = time.perf_counter() if started is None else started
+    predictor = model.predictor
+    features = predictor.transform(encode_customers(customers, predictor.extras))
+    probability, explanation = predictor.probability_and_reasons(features, settings.top_reasons)
+    names, advice = _lookup_tables(tuple(predictor.feature_names))
+    levels = risk_levels(probability, settings)
+    top_raising = _first_raising_feature(explanation.feature_index, explanation.contribution)
+    return ScoredBatch(
+        customer_ids=[customer.customer_id for customer in customers],
+        probability=probability,
+        will_churn=probability >= predictor.threshold,
+        risk_level=np.array(RISK_LEVELS, dtype=object)[levels],
+        recommendation=advice[levels, top_raising + 1],
+        reason_features=names[explanation.feature_index],
+        reason_contributions=explanation.contribution,
+        model_version=model.version,
+        timestamp=_timestamp(datetime.now(UTC)),
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+    )
+
+
 def score_customers(
     model: LoadedModel,
     customers: Sequence[CustomerData],
     settings: Settings,
     started: float | None = None,
 ) -> list[Prediction]:
-    """Score a batch in one pass and build one `Prediction` per customer."""
-    started = time.perf_counter() if started is None else started
-    predictor = model.predictor
-    features = predictor.transform(encode_customers(customers, predictor.extras))
-    probability = predictor.calibration(predictor.raw_probability(features))
-    levels = risk_levels(probability, settings)
-    will_churn = probability >= predictor.threshold
-    names = predictor.feature_names
-    explanation = predictor.explain(features, settings.top_reasons)
-    now = datetime.now(UTC)
-    latency_ms = (time.perf_counter() - started) * 1000.0
-
-    predictions = []
-    for i, customer in enumerate(customers):
-        reasons = [
-            Reason.model_construct(feature=names[j], contribution=float(c))
-            for j, c in zip(explanation.feature_index[i], explanation.contribution[i], strict=True)
-        ]
-        top_raising = next((r.feature for r in reasons if r.contribution > 0), None)
-        level = RISK_LEVELS[levels[i]]
-        predictions.append(
-            Prediction.model_construct(
-                customer_id=customer.customer_id,
-                churn_probability=float(probability[i]),
-                will_churn=bool(will_churn[i]),
-                risk_level=level,
-                recommendation=recommendation(level, top_raising),
-                top_reasons=reasons,
-                model_version=model.version,
-                timestamp=now,
-                latency_ms=latency_ms,
-            )
-        )
-    return predictions
+    """`score_batch` as validated `Prediction` objects, for callers that want models
+    rather than JSON (BentoML's own API methods)."""
+    rows = score_batch(model, customers, settings, started).rows()
+    return [Prediction.model_validate(row) for row in rows]

@@ -219,3 +219,42 @@ async def test_values_are_bytes_not_decoded(redis: RedisServer) -> None:
 
 async def _smembers(client: Redis, key: str) -> set[bytes | str]:
     return set(await client.smembers(key))  # type: ignore[misc]
+
+
+async def test_remembered_entries_are_written_together_and_indexed(redis: RedisServer) -> None:
+    cache = RedisCache(fast_link(redis.url), ttl_seconds=60)
+    keys = [cache_key("v1", f"request {i}".encode()) for i in range(20)]
+    for i, key in enumerate(keys):
+        cache.remember(key, f"answer {i}".encode(), f"cust-{i % 2}")
+
+    async def all_written() -> bool:
+        return [await cache.get(k) for k in keys] == [f"answer {i}".encode() for i in range(20)]
+
+    await eventually(all_written)
+    index = await cache.link.run(lambda c: _smembers(c, customer_index_key("cust-1")))
+    assert index == {k.encode() for k in keys[1::2]}
+    ttl = await cache.link.run(lambda c: c.ttl(keys[0]))
+    assert ttl is not None and 0 < ttl <= 60
+    await cache.link.close()
+
+
+async def test_a_deletion_drops_entries_not_yet_written(redis: RedisServer) -> None:
+    cache = RedisCache(fast_link(redis.url), ttl_seconds=60)
+    mine, other = cache_key("v1", b"mine"), cache_key("v1", b"other")
+    cache.remember(mine, b"answer", "cust-a")
+    cache.remember(other, b"answer", "cust-b")
+    await cache.forget_customer("cust-a")
+
+    async def other_written() -> bool:
+        return await cache.get(other) == b"answer"
+
+    await eventually(other_written)
+    assert await cache.get(mine) is None
+    await cache.link.close()
+
+
+async def test_local_remember_stores_at_once() -> None:
+    cache = LocalCache(max_entries=10, ttl_seconds=60)
+    cache.remember("k", b"v", "cust-a")
+    assert await cache.get("k") == b"v"
+    assert await cache.forget_customer("cust-a") == 1

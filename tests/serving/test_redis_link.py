@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from serving.redis_link import LuaScript, RedisLink
+from serving.redis_link import CoalescedScript, LuaScript, RedisLink
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +172,49 @@ def test_survives_a_new_event_loop(redis_server: RedisServer) -> None:
     assert asyncio.run(link.run(ping)) is True  # this loop's client is left behind
     assert asyncio.run(ping_then_close()) is True
     assert link.up and link.failures == 0
+
+
+class CountingScript(LuaScript):
+    """The real script, counting the pipelines it sends."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        self.pipelines = 0
+
+    async def run_many(self, client: Redis, calls: Any) -> list[Any]:
+        self.pipelines += 1
+        return await super().run_many(client, calls)
+
+
+async def test_coalesced_calls_share_round_trips_and_keep_their_answers(
+    redis: RedisServer,
+) -> None:
+    link = fast_link(redis.url)
+    script = CountingScript("return {ARGV[1], redis.call('INCR', KEYS[1])}")
+    coalesced = CoalescedScript(link, script)
+    replies = await asyncio.gather(*(coalesced(["counter"], [f"call-{i}"]) for i in range(50)))
+    assert [r[0] for r in replies] == [f"call-{i}".encode() for i in range(50)]
+    assert sorted(r[1] for r in replies) == list(range(1, 51)), "each call ran exactly once"
+    assert script.pipelines < 5, f"{script.pipelines} round trips for 50 concurrent calls"
+    assert await coalesced(["counter"], ["alone"]) == [b"alone", 51]
+    await link.close()
+
+
+async def test_coalesced_calls_survive_a_script_flush(redis: RedisServer) -> None:
+    link = fast_link(redis.url)
+    coalesced = CoalescedScript(link, LuaScript("return tonumber(ARGV[1]) * 2"))
+    assert await coalesced([], [1]) == 2
+    assert await link.run(lambda c: c.script_flush()) is True
+    assert await asyncio.gather(*(coalesced([], [i]) for i in range(10))) == [
+        2 * i for i in range(10)
+    ]
+    await link.close()
+
+
+async def test_coalesced_calls_answer_none_while_redis_is_down(redis: RedisServer) -> None:
+    link = fast_link(redis.url)
+    coalesced = CoalescedScript(link, LuaScript("return 1"))
+    assert await coalesced([], []) == 1
+    redis.kill()
+    assert await asyncio.gather(*(coalesced([], []) for _ in range(10))) == [None] * 10
+    await link.close()

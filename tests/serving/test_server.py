@@ -42,13 +42,13 @@ async def post_concurrently(url: str, bodies: list[dict[str, Any]]) -> list[http
 
 
 def batch_histogram(metrics_text: str) -> tuple[float, float]:
-    """(observations, observations of size 1) of bentoml_service_adaptive_batch_size."""
+    """(observations, observations of size 1) of churn_adaptive_batch_size."""
     total = ones = 0.0
     for line in metrics_text.splitlines():
-        if not line.startswith("bentoml_service_adaptive_batch_size"):
+        if not line.startswith("churn_adaptive_batch_size"):
             continue
         value = float(line.rsplit(" ", 1)[1])
-        if line.startswith("bentoml_service_adaptive_batch_size_count"):
+        if line.startswith("churn_adaptive_batch_size_count"):
             total += value
         elif re.search(r'le="1(\.0)?"', line):
             ones += value
