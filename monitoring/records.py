@@ -6,7 +6,7 @@ turns a spooled line back into them.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -21,8 +21,9 @@ _MAX_REQUEST_ID = 64
 
 
 def new_record_id() -> str:
-    """A row's idempotency key: generated once, kept through spooling and retries."""
-    return uuid.uuid4().hex
+    """A row's idempotency key: generated once, kept through spooling and retries.
+    128 random bits as 32 hex characters, like `uuid4().hex` without the object."""
+    return os.urandom(16).hex()
 
 
 def _utc_now() -> datetime:

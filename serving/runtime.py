@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
 from starlette.types import Scope
 
 from monitoring.identity import customer_hash, load_id_secret
@@ -31,6 +32,7 @@ from training.scoring import LoadedModel, ScoredBatch, extra_field_problems, sco
 logger = logging.getLogger("churn.runtime")
 
 _current: ServingRuntime | None = None
+_customer_fields = TypeAdapter(list[CustomerData])
 
 
 def current_runtime() -> ServingRuntime | None:
@@ -190,18 +192,23 @@ class ServingRuntime:
         latency_ms: float,
     ) -> None:
         """A scored `/predict/batch`: one log row per customer."""
+        fields = _customer_fields.dump_python(
+            list(customers), mode="json", exclude_none=True, exclude={"__all__": {ID_COLUMN}}
+        )
         self._write(
             [
                 self._record(
                     customer.customer_id,
-                    customer.model_dump(mode="json", exclude_none=True, exclude={ID_COLUMN}),
+                    features,
                     prediction,
                     request_id,
                     latency_ms,
                     "none",
                     "batch",
                 )
-                for customer, prediction in zip(customers, predictions, strict=True)
+                for customer, features, prediction in zip(
+                    customers, fields, predictions, strict=True
+                )
             ]
         )
 
