@@ -108,7 +108,7 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 @bentoml.service(
     name="churn_service",
     traffic={"timeout": 30},
-    workers=1,
+    workers=settings.workers,
     threads=1,
     metrics={"enabled": True},
     logging={"access": {"enabled": settings.access_log}},

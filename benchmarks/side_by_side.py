@@ -1,6 +1,6 @@
 """The product, the original design's FastAPI path and a bare BentoML floor, side by side.
 
-    .venv/bin/python benchmarks/side_by_side.py --seconds 15 --workers 1
+    .venv/bin/python benchmarks/side_by_side.py --seconds 15
     .venv/bin/python benchmarks/side_by_side.py --quick          # smoke run, ~5 min
 
 One run, one machine, one after another, same request bodies, same load generators:
@@ -54,7 +54,7 @@ import numpy as np
 import psutil
 from open_loop import OpenLoopResult, run_open_loop, split_bodies
 
-from training.config import PROJECT_ROOT, bentoml_home
+from training.config import PROJECT_ROOT, Settings, bentoml_home
 from training.generate import generate_customers
 from training.server_process import free_port, request_bodies, start_server
 
@@ -478,7 +478,10 @@ def run_batches(
     errors = 0
     started = time.perf_counter()
     offset = 0
-    with httpx.Client(timeout=600) as client:
+    # TCP_NODELAY: httpx writes headers and a large body separately, and Nagle's algorithm
+    # against the server's delayed ACK would add ~40 ms to every call, whatever the server.
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with httpx.Client(timeout=600, transport=nodelay) as client:
         while True:
             elapsed = time.perf_counter() - started
             enough = len(client_ms) >= min_requests or (client_ms and elapsed > 4 * seconds)
@@ -560,6 +563,9 @@ def measure(
     hit = run_wrk(wrk, server, 64, args.seconds, hits_file, None, "repeated bodies")
     results.closed.append(hit)
     print(f"   closed  64 clients, repeated bodies: {hit.rps:7.0f} req/s", flush=True)
+    alone = run_wrk(wrk, server, 1, args.seconds, hits_file, None, "repeated bodies")
+    results.closed.append(alone)
+    print(f"   closed   1 client, repeated bodies: p50 {alone.p50_ms:.2f} ms", flush=True)
     parts = split_bodies([line.encode() for line in lines])
     for rate in args.rates:
         wait_idle(server)
@@ -621,9 +627,9 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
         f"{HIT_BODIES} customers sent again and again (cache hits where there is a cache). "
         "Errors = non-2xx + socket errors. CPU ms/req = the server's process tree CPU time "
         "(user+sys) per request, less sensitive to the shared machine than req/s. "
-        "Mean batch = BentoML's adaptive-batch histogram (sum/count) over the run: only "
-        "requests that went through the batcher (the product's gateway scores a request "
-        "that is alone in its worker directly, when that path is present).\n"
+        "Mean batch = the product's adaptive-batch histogram (churn_adaptive_batch_size, "
+        "sum/count) over the run: only requests that went through the batcher (a request "
+        "alone in its worker is scored at once).\n"
     )
     rows = []
     for r in all_results:
@@ -772,6 +778,8 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
                 f"- product mean adaptive batch size at 64 clients (its /metrics, "
                 f"churn_adaptive_batch_size sum/count): {p64.mean_batch:.1f}"
             )
+    if product:
+        lines += target_lines(product, peer, floor)
     for r in all_results:
         total, largest = r.rss_after_64
         lines.append(
@@ -781,10 +789,70 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
     print("\n".join(lines))
 
 
+def target_lines(product: Results, peer: Results | None, floor: Results | None) -> list[str]:
+    """Issue 5's targets for the product, each with its measured value and verdict."""
+    checks: list[tuple[str, float | None, str, bool | None]] = []
+
+    def check(name: str, value: float | None, target: str, ok: bool | None) -> None:
+        checks.append((name, value, target, None if value is None else ok))
+
+    one = closed_at(product, 1)
+    p64 = closed_at(product, 64)
+    hit1 = next((c for c in product.closed if c.clients == 1 and c.label), None)
+    check("1 client, miss: p50 ms", one and one.p50_ms, "≤ 3", bool(one and one.p50_ms <= 3))
+    check("1 client, hit: p50 ms", hit1 and hit1.p50_ms, "≤ 2", bool(hit1 and hit1.p50_ms <= 2))
+    if p64:
+        check("64 clients: errors", p64.errors, "0", p64.errors == 0)
+        check("64 clients: mean batch", p64.mean_batch, "> 4", (p64.mean_batch or 0) > 4)
+        q64 = closed_at(peer, 64) if peer else None
+        if q64:
+            check("64 clients: × peer req/s", p64.rps / q64.rps, "≥ 5", p64.rps >= 5 * q64.rps)
+            check(
+                "64 clients: p99 ms (peer's)",
+                p64.p99_ms,
+                f"< {q64.p99_ms:.0f}",
+                p64.p99_ms < q64.p99_ms,
+            )
+        f64 = closed_at(floor, 64) if floor else None
+        if f64:
+            check(
+                "64 clients: × floor req/s", p64.rps / f64.rps, "≥ 0.60", p64.rps >= 0.6 * f64.rps
+            )
+    for o in product.open:
+        if round(o.offered_rps) == 300:
+            clean = o.errors == 0 and o.unfinished == 0
+            check("open 300 req/s: p95 ms", o.p95_ms, "≤ 20", o.p95_ms <= 20 and clean)
+            check("open 300 req/s: p99 ms", o.p99_ms, "≤ 50", o.p99_ms <= 50 and clean)
+    for b in product.batch:
+        if b.rows == 1000:
+            check(
+                "batch 1,000: server p50 ms",
+                b.server_p50_ms,
+                "≤ 25",
+                (b.server_p50_ms or 1e9) <= 25,
+            )
+    out = ["", "Targets (issue 5), product:", ""]
+    out.append(
+        table(
+            ["target", "measured", "goal", "met"],
+            [
+                [name, fmt(value, 2), goal, {True: "yes", False: "**no**", None: "–"}[ok]]
+                for name, value, goal, ok in checks
+            ],
+        )
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="per measurement")
-    parser.add_argument("--workers", type=int, default=1, help="for all three servers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=Settings().workers,
+        help="for all three servers (default: the product's, one per CPU core)",
+    )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--bentoml-home", type=Path, help="default: BENTOML_HOME or bentos/")
     parser.add_argument("--bodies", type=int, default=4000, help="distinct customers")

@@ -24,6 +24,9 @@ os.environ["DATABASE_URL"] = f"sqlite:///{_SESSION_DIR / 'predictions.db'}"
 os.environ["CHURN_DATA_DIR"] = str(_SESSION_DIR / "data")
 os.environ["CHURN_SPOOL_DIR"] = str(_SESSION_DIR / "spool")
 os.environ["CHURN_RATE_LIMIT"] = "100000000/minute"
+# One worker per test service (the default is one per core): tests of a worker's own cache
+# and limits must know which process answers.
+os.environ["CHURN_WORKERS"] = "1"
 
 from tests.pg_server import PostgresServer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
