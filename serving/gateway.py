@@ -264,7 +264,7 @@ class Gateway:
 
         request_id = _request_id(scope)
         if isinstance(parsed, ValidationError):
-            await respond(send, 422, invalid(parsed))
+            await respond(send, 422, invalid(parsed), [(REQUEST_ID_HEADER, request_id.encode())])
         elif isinstance(parsed, ParsedCustomer):
             await self._predict(runtime, send, parsed, cache_key, cached, request_id, started)
         elif scoring:
@@ -307,16 +307,16 @@ class Gateway:
         if cached is not None:
             await self._answer_from_cache(send, runtime, parsed, cached, request_id, started)
             return
+        headers = [(REQUEST_ID_HEADER, request_id.encode())]
         problems = runtime.extra_problems([customer])
         if problems:
-            await respond(send, 422, extra_invalid(problems, batch=False))
+            await respond(send, 422, extra_invalid(problems, batch=False), headers)
             return
         prediction = await self._score_one(runtime, customer)
         if prediction is None:
-            await respond(send, 503, {"error": "server: overloaded, retry shortly"})
+            await respond(send, 503, {"error": "server: overloaded, retry shortly"}, headers)
             return
         answer = orjson.dumps(prediction)
-        headers = [(REQUEST_ID_HEADER, request_id.encode())]
         if cache_key:
             headers.append((b"x-cache", b"miss"))
         await respond_bytes(send, 200, answer, headers)
@@ -347,18 +347,19 @@ class Gateway:
         self, runtime: ServingRuntime, send: Send, body: bytes, request_id: str, started: float
     ) -> None:
         """`/predict/batch`: up to `MAX_BATCH_CUSTOMERS` customers in one vectorised pass."""
+        headers = [(REQUEST_ID_HEADER, request_id.encode())]
         try:
             customers = _customer_list.validate_json(body)
         except ValidationError as error:
-            await respond(send, 422, invalid(error))
+            await respond(send, 422, invalid(error), headers)
             return
         if len(customers) > MAX_BATCH_CUSTOMERS:
             message = f"customers: at most {MAX_BATCH_CUSTOMERS} per request, got {len(customers)}"
-            await respond(send, 413, {"error": message})
+            await respond(send, 413, {"error": message}, headers)
             return
         problems = runtime.extra_problems(customers)
         if problems:
-            await respond(send, 422, extra_invalid(problems, batch=True))
+            await respond(send, 422, extra_invalid(problems, batch=True), headers)
             return
         scored = await runtime.score_in_background(customers, started) if customers else None
         predictions = scored.rows() if scored else []
@@ -370,7 +371,7 @@ class Gateway:
                 "processing_time_ms": (time.perf_counter() - started) * 1000.0,
             }
         )
-        await respond_bytes(send, 200, answer, [(REQUEST_ID_HEADER, request_id.encode())])
+        await respond_bytes(send, 200, answer, headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
         try:
             runtime.after_batch(customers, predictions, request_id, latency_ms)

@@ -147,6 +147,7 @@ def test_invalid_input_is_422_naming_field_and_rule(
 ) -> None:
     answer = httpx.post(f"{server}/predict", json={**bodies[0], **change}, timeout=30)
     assert answer.status_code == 422, answer.text
+    assert answer.headers["x-request-id"], "a refused request can be traced too"
     body = answer.json()
     assert {"field": field, "rule": rule} in [
         {"field": d["field"], "rule": d["rule"]} for d in body["detail"]
@@ -168,6 +169,7 @@ def test_invalid_batch_item_names_its_position(server: str, bodies: list[dict[st
         f"{server}/predict/batch", json=[bodies[0], {**bodies[1], "age": 5}], timeout=30
     )
     assert answer.status_code == 422
+    assert answer.headers["x-request-id"]
     assert answer.json()["detail"][0]["field"].endswith("[1].age")
 
 
