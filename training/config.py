@@ -29,6 +29,12 @@ MAX_BATCH_CUSTOMERS = 1000
 """Largest ``/predict/batch`` request; more is refused with 413."""
 
 
+MAX_DEFAULT_WORKERS = 4
+"""The default worker count is capped: each worker loads the model (≈ 350 MB), and a laptop
+with many cores running the demo should not start one per core. Set CHURN_WORKERS to go
+beyond."""
+
+
 class Settings(BaseSettings):
     """Runtime settings, read from ``CHURN_*`` environment variables."""
 
@@ -107,11 +113,12 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=lambda: min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS),
         ge=1,
-        description="Service worker processes; default one per CPU core (each holds the "
-        "model, ≈ 350 MB). One worker on 2 cores leaves the second idle: at 300 req/s the "
-        "p95 was 39 ms with one and 20 ms with two (BENCHMARKS.md).",
+        description="Service worker processes; default one per CPU core, at most "
+        f"{MAX_DEFAULT_WORKERS} (each holds the model, ≈ 350 MB). One worker on 2 cores "
+        "leaves the second idle: at 300 req/s the p95 was 39 ms with one and 13–20 ms "
+        "with two (BENCHMARKS.md).",
     )
     access_log: bool = Field(
         default=False,
