@@ -64,14 +64,20 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+def _running(server: RedisServer) -> None:
+    server.thaw()
+    if not server.ping():
+        server.restart()
+
+
 @pytest.fixture
-def redis(redis_server: RedisServer) -> RedisServer:
-    """The session's Redis, running (a fault test may have killed it) and empty."""
-    redis_server.thaw()
-    if not redis_server.ping():
-        redis_server.restart()
+def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, running and empty; running again afterwards too, so a fault
+    test that kills it cannot leave it dead for the services that share it."""
+    _running(redis_server)
     redis_server.flushall()
-    return redis_server
+    yield redis_server
+    _running(redis_server)
 
 
 @pytest.fixture(scope="session")
