@@ -120,17 +120,17 @@ class ServingRuntime:
 
     def _record(
         self,
-        customer_id: str,
+        hashed_id: str,
         features: dict[str, Any],
         prediction: dict[str, Any],
         request_id: str,
         latency_ms: float,
         cache: str,
-        endpoint: str,
+        endpoint: str = "predict",
     ) -> PredictionRecord:
         return PredictionRecord(
             request_id=request_id,
-            customer_hash=self.hash_id(customer_id),
+            customer_hash=hashed_id,
             model_version=str(prediction.get("model_version", self.model_version)),
             features=features,
             churn_probability=float(prediction["churn_probability"]),
@@ -153,13 +153,11 @@ class ServingRuntime:
     ) -> None:
         """A scored `/predict` (`features`: the request's fields without the id): remember
         the answer in the cache and log it."""
+        hashed_id = self.hash_id(customer.customer_id)
         if key is not None and self.cache is not None:
-            self.cache.remember(key, answer, self.hash_id(customer.customer_id))
+            self.cache.remember(key, answer, hashed_id)
         cache = "miss" if key is not None else "none"
-        record = self._record(
-            customer.customer_id, features, prediction, request_id, latency_ms, cache, "predict"
-        )
-        self._write([record])
+        self._write([self._record(hashed_id, features, prediction, request_id, latency_ms, cache)])
 
     def log_hit(
         self,
@@ -170,19 +168,8 @@ class ServingRuntime:
         latency_ms: float,
     ) -> None:
         """A `/predict` answered from the cache is still a served prediction: log it."""
-        self._write(
-            [
-                self._record(
-                    customer.customer_id,
-                    features,
-                    prediction,
-                    request_id,
-                    latency_ms,
-                    "hit",
-                    "predict",
-                )
-            ]
-        )
+        hashed_id = self.hash_id(customer.customer_id)
+        self._write([self._record(hashed_id, features, prediction, request_id, latency_ms, "hit")])
 
     def after_batch(
         self,
@@ -198,7 +185,7 @@ class ServingRuntime:
         self._write(
             [
                 self._record(
-                    customer.customer_id,
+                    self.hash_id(customer.customer_id),
                     features,
                     prediction,
                     request_id,
