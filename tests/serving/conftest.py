@@ -66,9 +66,7 @@ def deployed(
     """One production-configured service shared by the non-destructive tests."""
     url = postgres.new_database()
     tmp = tmp_path_factory.mktemp("deployed")
-    # Redis outages are tested by killing it (refused at once), not by slowness: a busy CI
-    # box must not turn a 100 ms hiccup into a 503 from a deletion during the fuzz test.
-    server = serve(tmp, url, redis_server.url, "deployed", CHURN_REDIS_TIMEOUT_MS="3000")
+    server = serve(tmp, url, redis_server.url, "deployed")
     engine = make_engine(url)
     yield server, engine
     server.stop()
