@@ -1,14 +1,15 @@
 """The BentoML service: `bentoml serve service:ChurnService`.
 
-Topology (measured, see BENCHMARKS.md): one service, one process per worker, and
-`/predict` itself is the batchable API. BentoML's adaptive batcher merges concurrent
-single-customer requests into one call of `predict`, which scores them in one vectorised
-pass. Calling a separate model service through `bentoml.depends` instead adds a network
-hop per request and, at default settings, shed load as 503s.
+Topology (measured, see BENCHMARKS.md): one service, one process per worker. The
+`Gateway` ASGI middleware (serving/gateway.py) answers `/predict` and `/predict/batch`
+itself: concurrent `/predict` requests are merged by BentoML's adaptive dispatcher
+(serving/batcher.py) and scored in one vectorised pass, without BentoML's per-request
+HTTP stack. A separate model service behind `bentoml.depends` added a network hop per
+request and, at default settings, shed load as 503s.
 
-BentoML batches lists or arrays; a flat JSON body is neither, so `OneCustomerPerRequest`
-tells its dispatcher that each request carries exactly one customer and each answer is
-one `Prediction`.
+The API methods below declare the routes and their schema (OpenAPI), load the model,
+and answer what the gateway passes on: feedback, deletions, health, and scoring
+requests when no model is loaded.
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import bentoml
 from _bentoml_sdk.io_models import IOMixin
-from bentoml._internal.runner.container import DataContainer, DataContainerRegistry
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
-from serving.errors import ValidationErrorsAs422, quiet_validation_errors, validation_body
+from serving.errors import ValidationErrorsAs422, quiet_validation_errors
 from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
 from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
-from training.config import MAX_BATCH_CUSTOMERS, MODEL_NAME, get_settings
+from training.config import MODEL_NAME, get_settings
 from training.schema import BatchPrediction, CustomerData, Health, Prediction
-from training.scoring import LoadedModel, extra_field_problems, score_customers
+from training.scoring import LoadedModel
 from training.store import stored_predictor
 
 logger = logging.getLogger("churn.service")
@@ -49,42 +47,6 @@ class PredictRequest(IOMixin, CustomerData):
 
 
 PredictRequest.__root_input__ = True  # type: ignore[attr-defined]  # one argument, whole body
-
-
-class PredictionList(list[Any]):
-    """What `predict` returns for a merged batch: one item per request."""
-
-
-class OneCustomerPerRequest(DataContainer[CustomerData, list[CustomerData]]):
-    """Batching rules for `/predict`: a request is one customer, an answer one item."""
-
-    @classmethod
-    def batches_to_batch(
-        cls, batches: Sequence[Any], batch_dim: int = 0
-    ) -> tuple[list[Any], list[int]]:
-        return list(batches), list(range(len(batches) + 1))
-
-    @classmethod
-    def batch_to_batches(
-        cls, batch: Sequence[Any], indices: Sequence[int], batch_dim: int = 0
-    ) -> list[Any]:
-        return [batch[i] for i in indices[:-1]]
-
-    @classmethod
-    def get_batch_size(cls, batch: Any, batch_dim: int) -> int:
-        return 1
-
-    @classmethod
-    def to_payload(cls, batch: Any, batch_dim: int) -> Any:
-        raise TypeError("/predict batches are merged in-process and never serialised")
-
-    from_payload = to_payload  # type: ignore[assignment]
-    batch_to_payloads = to_payload  # type: ignore[assignment]
-    from_batch_payloads = to_payload  # type: ignore[assignment]
-
-
-DataContainerRegistry.register_container(CustomerData, CustomerData, OneCustomerPerRequest)
-DataContainerRegistry.register_container(PredictionList, PredictionList, OneCustomerPerRequest)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -155,54 +117,26 @@ class ChurnService:
         install(None)
         self.runtime.close()
 
-    @bentoml.api(
-        route="/predict",
-        input_spec=PredictRequest,
-        output_spec=Prediction,
-        batchable=True,
-        max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
-    )
-    def predict(self, customers: list[CustomerData]) -> PredictionList:
-        """Score one customer (concurrent calls are merged into one batch)."""
-        if self.model is None:
-            return PredictionList([error_response(503, self.load_error or "")] * len(customers))
-        invalid = extra_field_problems(self.model, customers)
-        if not invalid:
-            return PredictionList(score_customers(self.model, customers, settings))
-        valid = [c for i, c in enumerate(customers) if i not in invalid]
-        scored = iter(score_customers(self.model, valid, settings) if valid else [])
-        return PredictionList(
-            JSONResponse(validation_body(invalid[i]), status_code=422)
-            if i in invalid
-            else next(scored)
-            for i in range(len(customers))
+    def unavailable(self) -> JSONResponse:
+        """The 503 for a scoring request that reaches BentoML's API methods."""
+        reason = self.load_error or (
+            "scoring is answered by the HTTP gateway (serving/gateway.py); "
+            "in Python, use training.scoring.score_batch"
         )
+        return error_response(503, reason)
+
+    # The two scoring APIs declare the routes and their schema (OpenAPI). While a model
+    # is loaded the gateway answers both itself (validation, cache, scoring, prediction
+    # log), so what reaches these methods has no model.
+    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
+    def predict(self, customer: CustomerData) -> Prediction:
+        """Score one customer (concurrent requests are merged into one batch)."""
+        return self.unavailable()  # type: ignore[return-value]
 
     @bentoml.api(route="/predict/batch")
     def predict_batch(self, customers: list[CustomerData], /) -> BatchPrediction:
         """Score up to 1,000 customers sent as one JSON array."""
-        started = time.perf_counter()
-        if len(customers) > MAX_BATCH_CUSTOMERS:
-            return error_response(  # type: ignore[return-value]
-                413,
-                f"customers: at most {MAX_BATCH_CUSTOMERS} per request, got {len(customers)}",
-            )
-        if self.model is None:
-            return error_response(503, self.load_error or "")  # type: ignore[return-value]
-        invalid = extra_field_problems(self.model, customers)
-        if invalid:
-            problems = [
-                {**p, "field": f"[{i}].{p['field']}"} for i, ps in invalid.items() for p in ps
-            ]
-            return JSONResponse(validation_body(problems), status_code=422)  # type: ignore[return-value]
-        predictions = score_customers(self.model, customers, settings, started) if customers else []
-        return BatchPrediction(
-            predictions=predictions,
-            total_processed=len(predictions),
-            high_risk_count=sum(p.risk_level == "high" for p in predictions),
-            processing_time_ms=(time.perf_counter() - started) * 1000.0,
-        )
+        return self.unavailable()  # type: ignore[return-value]
 
     @health_app.post("/feedback", openapi_extra=FEEDBACK_OPENAPI)
     async def feedback(self, request: Request) -> JSONResponse:

@@ -15,7 +15,7 @@ import bentoml
 
 from training.config import MODEL_NAME, get_settings
 from training.schema import CustomerData, Prediction
-from training.scoring import LoadedModel, score_customers
+from training.scoring import LoadedModel, score_batch
 from training.store import stored_predictor
 
 settings = get_settings()
@@ -36,7 +36,8 @@ class Scorer:
         max_latency_ms=settings.max_latency_ms,
     )
     def score(self, customers: list[CustomerData]) -> list[Prediction]:
-        return score_customers(self.model, customers, settings)
+        rows = score_batch(self.model, customers, settings).rows()
+        return [Prediction.model_validate(row) for row in rows]
 
 
 @bentoml.service(workers=1)

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from open_loop import run_open_loop, split_bodies
-from side_by_side import RedisServer, ensure_model, make_bodies, start_product, table
+from side_by_side import ensure_model, make_bodies, start_product, table
 
 from training.config import Settings, bentoml_home
+from training.redis_process import RedisServer
 
 SLICE_SECONDS = 30.0
 WARM_UP_SECONDS = 60.0
@@ -43,7 +44,9 @@ def main() -> None:
     parts = split_bodies([line.encode() for line in make_bodies(args.bodies, seed=7)])
     redis_binary = shutil.which("redis-server")
     redis = RedisServer(redis_binary, scratch / "redis") if redis_binary else None
-    server = start_product(home, scratch, args.workers, redis.url(0) if redis else None)
+    if redis:
+        redis.start()
+    server = start_product(home, scratch, args.workers, redis.url_for(0) if redis else None)
     print(f"model {tag}; {args.rate:g} req/s for {args.minutes:g} min; product at {server.url}")
     rows, samples = [], []
     started = time.monotonic()

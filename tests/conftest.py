@@ -29,8 +29,8 @@ os.environ["CHURN_RATE_LIMIT"] = "100000000/minute"
 os.environ["CHURN_WORKERS"] = "1"
 
 from tests.pg_server import PostgresServer  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
 from training.generate import generate_customers  # noqa: E402
+from training.redis_process import RedisServer  # noqa: E402
 from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa: E402
 
 TRAINING_ROWS = 20_000

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from training.server_process import free_port
 
 SERVICE_USER = "postgres"
 
@@ -30,12 +31,6 @@ def find_bindir() -> Path | None:
         return max(versions, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     on_path = shutil.which("pg_ctl")
     return Path(on_path).resolve().parent if on_path else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresServer:

@@ -19,7 +19,7 @@ from training.config import Settings
 from training.encode import encode_customers
 from training.extras import extra_problems
 from training.predict import ChurnPredictor
-from training.schema import CustomerData, Prediction
+from training.schema import CustomerData
 
 RISK_LEVELS = ("low", "medium", "high")
 
@@ -196,15 +196,3 @@ def score_batch(
         timestamp=_timestamp(datetime.now(UTC)),
         latency_ms=(time.perf_counter() - started) * 1000.0,
     )
-
-
-def score_customers(
-    model: LoadedModel,
-    customers: Sequence[CustomerData],
-    settings: Settings,
-    started: float | None = None,
-) -> list[Prediction]:
-    """`score_batch` as validated `Prediction` objects, for callers that want models
-    rather than JSON (BentoML's own API methods)."""
-    rows = score_batch(model, customers, settings, started).rows()
-    return [Prediction.model_validate(row) for row in rows]

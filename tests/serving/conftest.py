@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from monitoring.database import make_engine
 from tests.pg_server import PostgresServer
-from tests.redis_server import RedisServer
+from training.redis_process import RedisServer
 from training.server_process import ServerProcess, start_server
 from training.train import TrainingOutcome
 

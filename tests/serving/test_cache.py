@@ -14,9 +14,9 @@ from serving.cache import (
     make_cache,
 )
 from serving.redis_link import RedisLink
-from tests.redis_server import RedisServer
 from tests.serving.async_helpers import FakeClock, eventually, fast_link
 from training.config import Settings
+from training.redis_process import RedisServer
 
 pytestmark = pytest.mark.anyio
 

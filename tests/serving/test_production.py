@@ -20,10 +20,10 @@ from sqlalchemy import Engine, func, select, text
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
 from tests.pg_server import PostgresServer
-from tests.redis_server import RedisServer
 from tests.serving.conftest import KEYS, SECRET, serve
 from tests.serving.load import Load
 from training.config import PROJECT_ROOT
+from training.redis_process import RedisServer
 from training.server_process import ServerProcess, request_bodies
 from training.store import REFERENCE_FILE, load_predictor, save_predictor
 from training.train import TrainingOutcome

@@ -20,8 +20,8 @@ from serving.rate_limit import (
     rate_limit_key,
 )
 from serving.redis_link import RedisLink
-from tests.redis_server import RedisServer
 from tests.serving.async_helpers import FakeClock, eventually, fast_link
+from training.redis_process import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from serving.redis_link import CoalescedScript, LuaScript, RedisLink
-from tests.redis_server import RedisServer, free_port
+from training.redis_process import RedisServer
+from training.server_process import free_port
 
 pytestmark = pytest.mark.anyio
 

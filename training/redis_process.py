@@ -1,4 +1,8 @@
-"""A real, throw-away `redis-server` for tests: no persistence, a free port, a temp dir."""
+"""A real, throw-away `redis-server`: no persistence, a free port, its own folder.
+
+The tests start it to check what Redis does (and kill, freeze and restart it for fault
+tests); the benchmarks start it as the product's cache and rate-limit store.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from training.server_process import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
     """`start()`, `kill()` (SIGKILL, for fault tests), `restart()` on the same port, `stop()`."""
 
-    def __init__(self, binary: str = REDIS_SERVER) -> None:
+    def __init__(self, binary: str = REDIS_SERVER, folder: Path | None = None) -> None:
         self.binary = binary
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="churn-redis-"))
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.dir = folder or Path(tempfile.mkdtemp(prefix="churn-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for(0)
+
+    def url_for(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start and wait until it answers PING."""
