@@ -35,6 +35,7 @@ from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa
 
 TRAINING_ROWS = 20_000
 TRAINING_TRIALS = 8
+TRAINING_SEARCH_ROWS = 8_000
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,10 @@ def synthetic_table() -> object:
 @pytest.fixture(scope="session")
 def trained(synthetic_table: object, session_dir: Path) -> Iterator[TrainingOutcome]:
     """One model trained on synthetic data and saved to the session's BentoML store."""
-    options = TrainingOptions(trials=TRAINING_TRIALS, seed=7, progress=False)
+    # Searching a sample smaller than the 16,000 training rows exercises the final round.
+    options = TrainingOptions(
+        trials=TRAINING_TRIALS, seed=7, progress=False, search_rows=TRAINING_SEARCH_ROWS
+    )
     yield train_model(synthetic_table, options, session_dir / "reports")  # type: ignore[arg-type]
 
 

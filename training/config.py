@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         description="Tuning runs on a stratified sample of at most this many training rows; "
         "the final fit uses them all.",
     )
+    search_finalists: int = Field(
+        default=3,
+        ge=1,
+        description="When tuning ran on a sample: its best candidates, cross-validated "
+        "again on all training rows to pick the winner.",
+    )
 
 
 @lru_cache(maxsize=1)

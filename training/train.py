@@ -4,8 +4,10 @@ The steps, each a small function below:
 
 1. validate and de-duplicate the table, encode it, split 80/20 (stratified);
 2. tune on (a sample of) the training split with 5-fold CV (`training.tune`);
-3. with the best parameters, out-of-fold predictions over the whole training split give
-   the calibration map and the decision threshold, and the number of trees;
+3. successive halving's last rung: when the search ran on a sample, its best few
+   candidates are cross-validated again on the whole training split and the best wins;
+   the winner's out-of-fold predictions give the calibration map, the decision
+   threshold and the number of trees;
 4. fit the final pipeline on the whole training split, score the held-out 20 %;
 5. plots, MLflow run, and one BentoML model holding everything.
 """
@@ -27,6 +29,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from training import __version__
 from training.config import TRUE_PROBABILITY_COLUMN, get_settings
@@ -40,6 +43,8 @@ from training.predict import ChurnPredictor
 from training.store import load_predictor, save_predictor
 from training.tune import (
     Balance,
+    CVResult,
+    PreparedFold,
     booster_params,
     build_preprocessing,
     cross_validate,
@@ -63,6 +68,7 @@ class TrainingOptions:
     balance: Balance = "none"
     linear_weight: float | None = None  # None: chosen on out-of-fold predictions
     search_rows: int = 20_000
+    finalists: int = 3
     cv_folds: int = 5
     test_size: float = 0.2
     progress: bool = True
@@ -75,6 +81,7 @@ class TrainingOptions:
             "trials": s.trials,
             "seed": s.seed,
             "search_rows": s.search_rows,
+            "finalists": s.search_finalists,
             "cv_folds": s.cv_folds,
             "test_size": s.test_size,
             "balance": s.balance,
@@ -111,12 +118,40 @@ def sample_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(index)
 
 
-def calibrate(
+@dataclass
+class FinalRound:
+    """The chosen candidate, cross-validated on the whole training split."""
+
+    params: dict[str, Any]
+    folds: list[PreparedFold]
+    cv: CVResult
+    finalist_aucs: list[float]
+
+
+def final_round(
     raw: np.ndarray,
     y: np.ndarray,
-    params: dict[str, Any],
+    finalists: Sequence[dict[str, Any]],
     options: TrainingOptions,
     extras: Sequence[ExtraColumn] = (),
+) -> FinalRound:
+    """Successive halving's last rung: the search's best candidates (found on a sample),
+    each cross-validated on every training row; the best of them wins.
+
+    The winner's out-of-fold predictions are kept: calibration needs them anyway.
+    """
+    folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed, extras)
+    results = [
+        cross_validate(params, folds, options.balance, len(y))
+        for params in tqdm(finalists, desc="finalists on all rows", disable=not options.progress)
+    ]
+    aucs = [r.auc for r in results]
+    best = int(np.argmax(aucs))
+    return FinalRound(dict(finalists[best]), folds, results[best], aucs)
+
+
+def calibrate(
+    y: np.ndarray, final: FinalRound, options: TrainingOptions
 ) -> tuple[PlattCalibration, float, int, dict[str, float]]:
     """Out-of-fold predictions on the whole training split → calibration, threshold, trees.
 
@@ -124,12 +159,11 @@ def calibrate(
     with a linear weight, the logistic regression), so calibration and threshold are
     learned on exactly what will be served.
     """
-    folds = prepare_folds(raw, y, options.cv_folds, options.balance, options.seed, extras)
-    cv = cross_validate(params, folds, options.balance, len(y))
+    cv = final.cv
     weight = options.linear_weight
     blend = cv.oof
     if weight is None or weight > 0:
-        linear = linear_oof(folds, len(y))
+        linear = linear_oof(final.folds, len(y))
         if weight is None:
             weight = choose_linear_weight(cv.oof, linear, y)
         blend = (1 - weight) * cv.oof + weight * linear
@@ -276,13 +310,14 @@ def train_model(
         seed=options.seed,
         progress=options.progress,
         extras=extras,
+        # A search that saw every training row has nothing to confirm on more rows.
+        finalists=options.finalists if len(search_idx) < len(y_train) else 1,
     )
     tuned_at = time.perf_counter()
-    calibration, threshold, n_trees, oof = calibrate(
-        raw_train, y_train, tuning.best_params, options, extras
-    )
+    final = final_round(raw_train, y_train, tuning.finalists, options, extras)
+    calibration, threshold, n_trees, oof = calibrate(y_train, final, options)
     cleaner, transformer, booster, linear = fit_final(
-        raw_train, y_train, tuning.best_params, n_trees, options, extras
+        raw_train, y_train, final.params, n_trees, options, extras
     )
     predictor = ChurnPredictor(
         cleaner,
@@ -307,7 +342,7 @@ def train_model(
     plots = write_evaluation_plots(y[test_idx], test_proba, threshold, importance, reports_dir)
 
     params = {
-        **tuning.best_params,
+        **final.params,
         "n_estimators": n_trees,
         "balance": options.balance,
         "linear_weight": oof["weight"],
@@ -331,6 +366,8 @@ def train_model(
             "trials_pruned": tuning.trials_pruned,
             "search_rows": len(search_idx),
             "cv_auc_search": tuning.best_cv_auc,
+            "finalists": len(final.finalist_aucs),
+            "cv_auc_finalists": final.finalist_aucs,
             "cv_auc_full_oof": oof["trees_auc"],
             "cv_auc_full_oof_blend": oof["blend_auc"],
             "tuning_seconds": round(tuned_at - started, 2),

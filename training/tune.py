@@ -206,6 +206,8 @@ class TuningResult:
     best_cv_auc: float
     trials_completed: int
     trials_pruned: int
+    finalists: list[dict[str, Any]] = field(default_factory=list)
+    """The best completed candidates' parameters, best first (`best_params` leads)."""
 
 
 def tune(
@@ -218,8 +220,12 @@ def tune(
     seed: int,
     progress: bool = True,
     extras: Sequence[ExtraColumn] = (),
+    finalists: int = 1,
 ) -> TuningResult:
-    """Search `trials` configurations; the objective is mean validation ROC-AUC."""
+    """Search `trials` configurations; the objective is mean validation ROC-AUC.
+
+    Also returns the `finalists` best completed candidates, for a second round on more rows.
+    """
     folds = prepare_folds(raw, y, n_folds, balance, seed, extras)
 
     def objective(trial: optuna.Trial) -> float:
@@ -238,9 +244,12 @@ def tune(
     )
     study.optimize(objective, n_trials=trials, show_progress_bar=progress)
     states = [t.state for t in study.trials]
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(completed, key=lambda t: -float(t.value or 0.0))
     return TuningResult(
         best_params=dict(study.best_params),
         best_cv_auc=float(study.best_value),
         trials_completed=states.count(optuna.trial.TrialState.COMPLETE),
         trials_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        finalists=[dict(t.params) for t in ranked[:finalists]],
     )

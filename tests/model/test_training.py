@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from training.data import prepare_table, split_xy
+from training.encode import encode_frame
 from training.evaluate import METRIC_NAMES
 from training.features import FEATURE_NAMES
 from training.store import BOOSTER_FILE, METADATA_FILE, load_predictor
-from training.train import TrainingOutcome
+from training.train import TrainingOptions, TrainingOutcome, final_round
 
 
 def test_held_out_auc_is_within_002_of_bayes_optimal(trained: TrainingOutcome) -> None:
@@ -80,3 +82,27 @@ def test_more_support_calls_never_lower_risk(trained: TrainingOutcome) -> None:
     base = trained.predictor.predict_proba(raw)
     raw[:, RAW_INDEX["support_calls"]] += 4
     assert trained.predictor.predict_proba(raw).mean() > base.mean()
+
+
+def test_search_finalists_are_judged_on_every_training_row(trained: TrainingOutcome) -> None:
+    training = trained.metadata["training"]
+    assert training["search_rows"] < training["train_rows"]
+    assert training["finalists"] == 3
+    assert len(training["cv_auc_finalists"]) == 3
+    # The winner is the finalist with the best CV on all rows, not the sample's leader.
+    assert training["cv_auc_full_oof"] == max(training["cv_auc_finalists"])
+
+
+def test_final_round_picks_the_better_candidate_on_all_rows(synthetic_table: object) -> None:
+    frame, _ = prepare_table(synthetic_table.iloc[:3000])  # type: ignore[attr-defined]
+    features, y = split_xy(frame)
+    raw = encode_frame(features)
+    options = TrainingOptions(trials=1, seed=3, progress=False)
+    stump = {"max_depth": 1, "learning_rate": 0.001, "colsample_bytree": 0.5}
+    sensible = {"max_depth": 2, "learning_rate": 0.1}
+    final = final_round(raw, y, [stump, sensible], options)
+    assert final.params == sensible
+    assert final.finalist_aucs[1] > final.finalist_aucs[0]
+    assert final.cv.auc == final.finalist_aucs[1]
+    assert not np.isnan(final.cv.oof).any()  # every training row was scored out of fold
+    assert sum(len(fold.valid_index) for fold in final.folds) == len(y)
