@@ -25,6 +25,7 @@ class RedisServer:
     def __init__(self, binary: str = REDIS_SERVER, folder: Path | None = None) -> None:
         self.binary = binary
         self.port = free_port()
+        self._owns_dir = folder is None  # a folder we were given (and its log) is kept
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         self.dir = folder or Path(tempfile.mkdtemp(prefix="churn-redis-"))
@@ -85,7 +86,7 @@ class RedisServer:
         self.start()
 
     def stop(self) -> None:
-        """Terminate and remove the temp dir."""
+        """Terminate, and remove the folder if it was a temporary one."""
         if self.process is not None:
             self.thaw()
             self.process.terminate()
@@ -94,7 +95,8 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def flushall(self) -> None:
         """Empty every database (between tests)."""
