@@ -1,7 +1,8 @@
 """Scoring a batch of validated requests: the plain-Python core of the service.
 
-Knows nothing about HTTP or BentoML: it turns customers into `Prediction` objects with
-one vectorised pass through the predictor, and can be tested and benchmarked alone.
+Knows nothing about HTTP or BentoML: it turns customers into a `ScoredBatch` (columns,
+and one `Prediction`-shaped dict per customer) with one vectorised pass through the
+predictor, and can be tested and benchmarked alone.
 """
 
 from __future__ import annotations
