@@ -185,6 +185,14 @@ class PredictionLog:
                 database_up=self._database_up,
             )
 
+    def durability_problem(self) -> str | None:
+        """Why rows logged now could not be made durable (None: they can).
+
+        Readiness and the scoring routes consult it: a prediction whose row could be
+        neither written nor spooled must not be answered as if it were logged.
+        """
+        return None
+
     # Shutdown.
 
     def flush(self, timeout: float = 10.0) -> bool:
