@@ -117,6 +117,11 @@ class ChurnService:
         install(None)
         self.runtime.close()
 
+    def __is_ready__(self) -> bool:
+        """`/readyz`: 200 only while this worker can score (a model loaded, the
+        prediction log able to store), so a load balancer sends it no traffic otherwise."""
+        return self.runtime.readiness_problem(self.load_error) is None
+
     def unavailable(self) -> JSONResponse:
         """The 503 for a scoring request that reaches BentoML's API methods."""
         reason = self.load_error or (

@@ -222,6 +222,16 @@ class ServingRuntime:
         set_log_pending_rows(stats.pending)
         self._reported = stats
 
+    def readiness_problem(self, load_error: str | None = None) -> str | None:
+        """Why this worker cannot serve a scoring request right now (None: it can).
+
+        Ready means "can score": a model is loaded and the prediction log can make the
+        rows it is handed durable.
+        """
+        if self.model is None:
+            return load_error or "no model is loaded"
+        return self.log.durability_problem()
+
     def close(self, timeout: float = 30.0) -> None:
         """Graceful shutdown: everything buffered is written (or spooled to disk)."""
         if self.batcher is not None:

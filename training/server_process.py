@@ -54,8 +54,10 @@ def start_server(
     log_path: Path,
     extra_env: dict[str, str] | None = None,
     service: str = "service:ChurnService",
+    wait_for: str = "/readyz",
 ) -> ServerProcess:
-    """Start `service` over `bentoml_home` and wait until `/readyz` answers 200."""
+    """Start `service` over `bentoml_home` and wait until `wait_for` answers 200
+    (`/livez` for a service that is up but, by design, not ready)."""
     port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **(extra_env or {})}
     bentoml = Path(sys.executable).with_name("bentoml")
@@ -71,7 +73,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{wait_for}", timeout=1).status_code == 200:
                 return ServerProcess(process, url, log_path)
         except httpx.HTTPError:
             pass

@@ -34,7 +34,7 @@ def server_without_model(session_dir: Path) -> Iterator[str]:
     """The service started over an empty model store."""
     home = session_dir / "empty-bentoml-home"
     home.mkdir(exist_ok=True)
-    running = start_server(home, session_dir / "server-empty.log")
+    running = start_server(home, session_dir / "server-empty.log", wait_for="/livez")
     yield running.url
     running.stop()
 

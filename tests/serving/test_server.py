@@ -202,6 +202,9 @@ def test_without_a_model_health_says_so_and_predict_is_503(
     health = httpx.get(f"{server_without_model}/health", timeout=10).json()
     assert health["model_loaded"] is False and health["status"] == "unhealthy"
     assert "churn train" in health["detail"]
+    # Up (alive) but not ready: a load balancer must send it no scoring traffic.
+    assert httpx.get(f"{server_without_model}/livez").status_code == 200
+    assert httpx.get(f"{server_without_model}/readyz").status_code == 503
     answer = httpx.post(f"{server_without_model}/predict", json=bodies[0], timeout=30)
     assert answer.status_code == 503
     assert "churn train" in answer.json()["error"]
