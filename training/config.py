@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     risk_medium_from: float = Field(default=0.3, ge=0, le=1)
     risk_high_from: float = Field(default=0.6, ge=0, le=1)
     top_reasons: int = Field(default=3, ge=0, le=10)
+    model_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key for a stored model's checksums.json: training signs it, "
+        "loading refuses a model whose signature is absent or wrong; unset: checksums only "
+        "(they catch edited files, not an editor who also rewrites the manifest).",
+    )
     max_batch_size: int = Field(default=128, gt=1, description="Adaptive batching: rows per call.")
     max_latency_ms: int = Field(
         default=10_000,

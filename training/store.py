@@ -7,6 +7,8 @@ Layout of a stored model (all plain files, no pickle):
 - ``metadata.yaml``   metrics, parameters, feature names, data hash, MLflow run id,
                       reference profile for drift checks
 - ``reference.parquet`` a sample of training feature rows, the drift reference
+- ``checksums.json``  SHA-256 of each file above and the version (training/integrity.py),
+                      verified before every load
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import yaml
 from sklearn.base import BaseEstimator
 
 from training.clean import CustomerCleaner
-from training.config import MODEL_NAME
+from training.config import MODEL_NAME, get_settings
 from training.extras import ExtraColumn
 from training.features import ChurnFeatures
+from training.integrity import verify_manifest, write_manifest
 from training.linear import LinearModel, PlattCalibration
 from training.predict import ChurnPredictor
 
@@ -45,6 +48,14 @@ class StoredPredictor:
     version: str
     metadata: dict[str, Any]
     path: Path
+    checksum: str
+    """The content checksum of its verified files (training/integrity.py)."""
+
+
+def configured_signing_key() -> bytes | None:
+    """`CHURN_MODEL_SIGNING_KEY` as bytes, if set: models are signed and must be."""
+    key = get_settings().model_signing_key
+    return key.get_secret_value().encode() if key is not None else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -133,6 +144,7 @@ def save_predictor(
         full = {"model_version": model.tag.version, **metadata}
         (folder / METADATA_FILE).write_text(yaml.safe_dump(full, sort_keys=False))
         reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        write_manifest(folder, str(model.tag.version), configured_signing_key())
         return str(model.tag)
 
 
@@ -145,9 +157,11 @@ def load_predictor(tag: str = f"{MODEL_NAME}:latest") -> StoredPredictor:
 
 
 def stored_predictor(path: Path, version: str) -> StoredPredictor:
-    """Load the predictor and metadata from a model folder."""
+    """Load the predictor and metadata from a model folder, once every file matches its
+    checksum (raises `ModelIntegrityError` naming the file otherwise)."""
+    checksum = verify_manifest(path, version, configured_signing_key())
     metadata = yaml.safe_load((path / METADATA_FILE).read_text())
-    return StoredPredictor(predictor_from_files(path), version, metadata, path)
+    return StoredPredictor(predictor_from_files(path), version, metadata, path, checksum)
 
 
 def list_models() -> list[str]:
