@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from pathlib import Path
 
 import bentoml
 from _bentoml_sdk.io_models import IOMixin
@@ -27,12 +26,12 @@ from starlette.responses import JSONResponse
 from serving.errors import ValidationErrorsAs422, quiet_validation_errors
 from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
+from serving.model_loading import find_model, load_model
 from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
-from training.config import MODEL_NAME, get_settings
+from training.config import get_settings
 from training.schema import BatchPrediction, CustomerData, Health, Prediction
 from training.scoring import LoadedModel
-from training.store import stored_predictor
 
 logger = logging.getLogger("churn.service")
 # BentoML's server logging keeps the root logger at WARNING; the product's own INFO lines
@@ -51,12 +50,6 @@ PredictRequest.__root_input__ = True  # type: ignore[attr-defined]  # one argume
 
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def model_reference() -> bentoml.models.BentoModel | None:
-    """`churn_model:latest` if the BentoML store has one, else None."""
-    reference = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
-    return reference if reference.stored is not None else None
 
 
 SCORING_ROUTES = ["/predict", "/predict/batch"]
@@ -79,30 +72,17 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 class ChurnService:
     """Churn probability, risk level and reasons for each customer."""
 
-    # Declared only when the store has a model: BentoML refuses to start (or build) a
-    # service whose declared model is missing, and an empty store must still serve /health.
-    model_ref = model_reference()
+    # Declared only when the store has a readable model: BentoML refuses to start (or
+    # build) a service whose declared model is missing, and an empty store or a broken
+    # model.yaml must still serve /health (`model_problem` says why there is none).
+    model_ref, model_problem = find_model()
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.model: LoadedModel | None = None
-        self.load_error: str | None = None
-        try:
-            # Under `bentoml serve` the reference is already resolved to the stored model.
-            ref = self.model_ref
-            if ref is None:
-                raise LookupError("the store is empty")
-            stored = ref.resolve() if isinstance(ref, bentoml.models.BentoModel) else ref
-            loaded = stored_predictor(Path(stored.path), str(stored.tag.version))
-            loaded.predictor.warm_up()
-            self.model = LoadedModel(loaded.predictor, loaded.version)
-            logger.info("loaded %s", stored.tag)
-        except Exception as exc:  # the process must stay up and say why it cannot score
-            self.load_error = (
-                f"no usable model '{MODEL_NAME}' in the BentoML store "
-                f"({type(exc).__name__}: {exc}); run `churn train` first"
-            )
-            logger.error(self.load_error)
+        # Files verified against their checksums before anything is built from them.
+        self.model: LoadedModel | None
+        self.load_error: str | None
+        self.model, self.load_error = load_model(lambda: self.model_ref, self.model_problem)
         self.runtime: ServingRuntime = build_runtime(settings, self.model)
         install(self.runtime)
         # Everything loaded so far (BentoML, pydantic, XGBoost, the model) lives for the
