@@ -54,9 +54,10 @@ class Cache(Protocol):
     async def forget_customer(self, customer_hash: str) -> int: ...
 
 
-def cache_key(model_version: str, canonical_request: bytes) -> str:
-    """``churn:pred:{version}:{sha256}``: a new model version never sees an old entry."""
-    return f"{KEY_PREFIX}{model_version}:{hashlib.sha256(canonical_request).hexdigest()}"
+def cache_key(model_identity: str, canonical_request: bytes) -> str:
+    """``churn:pred:{model}:{sha256}``: another model (the service passes its version and
+    content checksum) never sees an old entry."""
+    return f"{KEY_PREFIX}{model_identity}:{hashlib.sha256(canonical_request).hexdigest()}"
 
 
 def customer_index_key(customer_hash: str) -> str:

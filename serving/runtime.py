@@ -84,10 +84,12 @@ class ServingRuntime:
         return f"ip:{client[0]}"
 
     def cache_key(self, canonical: bytes) -> str | None:
-        """The cache entry for a canonical request under the served model, if caching."""
-        if self.cache is None or self.model_version is None:
+        """The cache entry for a canonical request under the served model, if caching:
+        keyed by the model's version and content checksum, so files edited or restored
+        under the same version never see each other's answers."""
+        if self.cache is None or self.model is None:
             return None
-        return cache_key(self.model_version, canonical)
+        return cache_key(self.model.cache_scope, canonical)
 
     async def admit(self, client: str, key: str | None) -> tuple[bool, int, bytes | None]:
         """Rate-limit decision and, when allowed, the cached answer (one Redis trip)."""

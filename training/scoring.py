@@ -53,10 +53,17 @@ ACTION_HINTS = {
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The predictor the service scores with, and the version it reports."""
+    """The predictor the service scores with, the version it reports, and the content
+    checksum of its stored files (training/integrity.py), which keys the cache."""
 
     predictor: ChurnPredictor
     version: str
+    checksum: str
+
+    @property
+    def cache_scope(self) -> str:
+        """``{version}:{first 128 bits of the checksum}``: what a cached answer is valid for."""
+        return f"{self.version}:{self.checksum[:32]}"
 
 
 def risk_levels(probability: np.ndarray, settings: Settings) -> np.ndarray:

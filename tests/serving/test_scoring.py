@@ -24,7 +24,7 @@ from training.train import TrainingOutcome
 
 @pytest.fixture(scope="module")
 def model(trained: TrainingOutcome) -> LoadedModel:
-    return LoadedModel(trained.predictor, "test-version")
+    return LoadedModel(trained.predictor, "test-version", "test-checksum")
 
 
 @pytest.fixture(scope="module")
