@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,7 @@ class LoadedModel:
     version: str
     checksum: str
 
-    @property
+    @cached_property
     def cache_scope(self) -> str:
         """``{version}:{first 128 bits of the checksum}``: what a cached answer is valid for."""
         return f"{self.version}:{self.checksum[:32]}"
