@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from training.integrity import MANIFEST_FILE, verify_manifest
 from training.train import TrainingOutcome
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +83,10 @@ def test_bentoml_build_contains_the_model(trained: TrainingOutcome, tmp_path: Pa
         names = set(bento.getnames())
     for file in ("model.json", "pipeline.json", "metadata.yaml", "reference.parquet"):
         assert f"{model_folder}/{file}" in names, file
+    # ...with their checksums, which the packed files still match (a Bento serves them).
+    assert f"{model_folder}/{MANIFEST_FILE}" in names
+    with tarfile.open(archive) as bento:
+        packed_model = [m for m in bento.getmembers() if m.name.startswith(f"{model_folder}/")]
+        bento.extractall(tmp_path / "exported", members=packed_model, filter="data")
+    model_version = trained.tag.split(":")[1]
+    verify_manifest(tmp_path / "exported" / model_folder, model_version)

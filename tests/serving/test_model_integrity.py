@@ -1,0 +1,273 @@
+"""Model integrity on the real service: each corrupt copy of the session's model is served
+by its own `bentoml serve` (real Redis), which must start, stay alive and refuse to score,
+saying why without a stack trace or a path; and the cache is keyed by the model's content.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis as redis_client
+
+from tests.serving.conftest import KEYS, SECRET
+from training.config import MODEL_NAME, get_settings
+from training.integrity import MANIFEST_FILE, verify_manifest, write_manifest
+from training.redis_process import RedisServer
+from training.schema import CustomerData
+from training.scoring import LoadedModel, score_batch
+from training.server_process import ServerProcess, request_bodies, start_server
+from training.store import (
+    BOOSTER_FILE,
+    METADATA_FILE,
+    PIPELINE_FILE,
+    REFERENCE_FILE,
+    stored_predictor,
+)
+from training.train import TrainingOutcome
+
+AUTH = {"X-API-Key": KEYS[0]}
+Edit = Callable[[Path], None]
+
+
+def _booster(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / BOOSTER_FILE).read_text()))
+
+
+def change_base_score(folder: Path) -> None:
+    booster = _booster(folder)
+    booster["learner"]["learner_model_param"]["base_score"] = "[5E-1]"
+    (folder / BOOSTER_FILE).write_text(json.dumps(booster))
+
+
+def flip_a_leaf(folder: Path) -> None:
+    booster = _booster(folder)
+    tree = booster["learner"]["gradient_booster"]["model"]["trees"][0]
+    leaf = tree["left_children"].index(-1)
+    tree["split_conditions"][leaf] = -tree["split_conditions"][leaf]
+    tree["base_weights"][leaf] = -tree["base_weights"][leaf]
+    (folder / BOOSTER_FILE).write_text(json.dumps(booster))
+
+
+def nan_threshold(folder: Path) -> None:
+    pipeline = json.loads((folder / PIPELINE_FILE).read_text())
+    pipeline["threshold"] = math.nan
+    (folder / PIPELINE_FILE).write_text(json.dumps(pipeline))
+
+
+def truncate_model_yaml(folder: Path) -> None:
+    text = (folder / "model.yaml").read_text()
+    (folder / "model.yaml").write_text(text[: len(text) // 3])
+
+
+def garbage_model_yaml(folder: Path) -> None:
+    (folder / "model.yaml").write_text("name: [churn_model\n\x00: {{{")
+
+
+def delete_reference(folder: Path) -> None:
+    (folder / REFERENCE_FILE).unlink()
+
+
+def add_a_file(folder: Path) -> None:
+    (folder / "patch.json").write_text("{}")
+
+
+def drop_manifest(folder: Path) -> None:
+    """A model saved before checksums existed."""
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
+
+
+def corrupt_booster_and_reseal(folder: Path) -> None:
+    """A booster XGBoost refuses, under a manifest rewritten to match: the load itself
+    fails, and XGBoost's message carries its stack trace and the file's absolute path."""
+    (folder / BOOSTER_FILE).write_text("[]")
+    write_manifest(folder, folder.name)
+
+
+def sign_with_another_key(folder: Path) -> None:
+    """Signed, but not with the key the service is configured with."""
+    write_manifest(folder, folder.name, b"not-the-serving-key")
+
+
+SERVING_KEY = {"CHURN_MODEL_SIGNING_KEY": "the-serving-key"}
+CASES: dict[str, tuple[Edit, str]] = {
+    "base_score": (change_base_score, "model.json: checksum mismatch"),
+    "flipped_leaf": (flip_a_leaf, "model.json: checksum mismatch"),
+    "nan_threshold": (nan_threshold, "pipeline.json: checksum mismatch"),
+    "truncated_model_yaml": (truncate_model_yaml, "model.yaml cannot be read"),
+    "garbage_model_yaml": (garbage_model_yaml, "model.yaml cannot be read"),
+    "deleted_file": (delete_reference, "reference.parquet: missing"),
+    "extra_file": (add_a_file, "patch.json: unexpected file"),
+    "no_checksums": (drop_manifest, "checksums.json: missing"),
+    "xgboost_error": (corrupt_booster_and_reseal, "Invalid model format in: `model.json`"),
+    "wrong_signature": (sign_with_another_key, "checksums.json: signature mismatch"),
+    "unsigned": (lambda folder: None, "checksums.json: not signed"),
+}
+"""Each corruption and the words its refusal must contain."""
+SIGNED_CASES = {"wrong_signature", "unsigned"}
+"""Served with `SERVING_KEY`: models must be signed with it."""
+
+
+def model_folder(trained: TrainingOutcome) -> Path:
+    version = (trained.tag or "").split(":")[1]
+    return Path(os.environ["BENTOML_HOME"]) / "models" / MODEL_NAME / version
+
+
+def copy_home(trained: TrainingOutcome, home: Path, edit: Edit | None = None) -> Path:
+    """A BentoML home holding only (a copy of) the session's model, edited by `edit`."""
+    source = model_folder(trained)
+    target = home / "models" / MODEL_NAME / source.name
+    shutil.copytree(source, target)
+    (target.parent / "latest").write_text(source.name)
+    if edit is not None:
+        edit(target)
+    return target
+
+
+def serve_home(home: Path, redis_url: str, wait_for: str, **extra: str) -> ServerProcess:
+    """The service over `home`, as deployed (keys, Redis) but logging to SQLite."""
+    env = {
+        **extra,
+        "DATABASE_URL": f"sqlite:///{home / 'predictions.db'}",
+        "REDIS_URL": redis_url,
+        "CHURN_API_KEYS": ",".join(KEYS),
+        "CHURN_ID_HASH_SECRET": SECRET,
+        "CHURN_SPOOL_DIR": str(home / "spool"),
+        "CHURN_DATA_DIR": str(home),
+    }
+    return start_server(home, home / "server.log", env, wait_for=wait_for)
+
+
+@pytest.fixture(scope="module")
+def body(trained: TrainingOutcome) -> dict[str, Any]:
+    return request_bodies(trained.test_frame.iloc[:1])[0]
+
+
+@pytest.fixture(scope="module")
+def corrupt_servers(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainingOutcome, redis_server: RedisServer
+) -> Iterator[dict[str, ServerProcess | Exception]]:
+    """One service per corruption, started side by side (each only needs to get alive);
+    a service that does not come up is its case's failure, not every case's."""
+    homes = {}
+    for name, (edit, _) in CASES.items():
+        homes[name] = tmp_path_factory.mktemp(f"corrupt-{name}")
+        copy_home(trained, homes[name], edit)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            name: pool.submit(
+                serve_home,
+                home,
+                redis_server.url,
+                "/livez",
+                **(SERVING_KEY if name in SIGNED_CASES else {}),
+            )
+            for name, home in homes.items()
+        }
+        servers = {name: future.exception() or future.result() for name, future in futures.items()}
+    yield servers
+    for server in servers.values():
+        if isinstance(server, ServerProcess):
+            server.stop()
+
+
+def assert_path_free(reason: str, home: Path) -> None:
+    assert str(home) not in reason and os.environ["BENTOML_HOME"] not in reason
+    assert "Stack trace" not in reason and "[bt]" not in reason and "\n" not in reason
+    assert not re.search(r"""(^|[\s'"(=])/[\w.]""", reason), reason  # no absolute path
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_corrupt_model_starts_unhealthy_and_refuses_to_score(
+    case: str, corrupt_servers: dict[str, ServerProcess | Exception], body: dict[str, Any]
+) -> None:
+    server, expected = corrupt_servers[case], CASES[case][1]
+    if isinstance(server, Exception):
+        pytest.fail(f"the service did not start: {server}")
+    home = server.log_path.parent
+    health = httpx.get(f"{server.url}/health", timeout=10).json()
+    assert health["status"] == "unhealthy" and health["model_loaded"] is False, health
+    assert health["model_version"] is None
+    assert expected in health["detail"], health["detail"]
+    assert_path_free(health["detail"], home)
+    assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+    answer = httpx.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=30)
+    assert answer.status_code == 503 and expected in answer.json()["error"], answer.text
+    assert_path_free(answer.json()["error"], home)
+    batch = httpx.post(f"{server.url}/predict/batch", json=[body], headers=AUTH, timeout=30)
+    assert batch.status_code == 503 and expected in batch.json()["error"], batch.text
+    # The full story stays in the server log (for XGBoost: its own stack trace).
+    log = server.log_path.read_text()
+    assert expected.rstrip(": ") in log
+    assert case != "xgboost_error" or "Stack trace" in log
+
+
+def served_probability(folder: Path, body: dict[str, Any]) -> float:
+    """What the untouched files score for `body`, computed in-process."""
+    stored = stored_predictor(folder, folder.name)
+    model = LoadedModel(stored.predictor, stored.version, stored.checksum)
+    scored = score_batch(model, [CustomerData.model_validate(body)], get_settings())
+    return float(scored.probability[0])
+
+
+@pytest.mark.server
+def test_a_restored_model_never_sees_answers_cached_for_tampered_files(
+    tmp_path: Path, trained: TrainingOutcome, redis: RedisServer, body: dict[str, Any]
+) -> None:
+    # The tampered copy keeps its version but carries a rewritten manifest, so it is served:
+    # an edit the checksums cannot see must still not share the restored files' cache.
+    tampered_folder = copy_home(trained, tmp_path / "tampered", change_base_score)
+    write_manifest(tampered_folder, tampered_folder.name)
+    original_folder = copy_home(trained, tmp_path / "original")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        starting = [
+            pool.submit(serve_home, tmp_path / name, redis.url, "/readyz")
+            for name in ("tampered", "original")
+        ]
+        tampered, original = (future.result() for future in starting)
+    try:
+        first, second = (
+            httpx.post(f"{tampered.url}/predict", json=body, headers=AUTH, timeout=30)
+            for _ in range(2)
+        )
+        restored = httpx.post(f"{original.url}/predict", json=body, headers=AUTH, timeout=30)
+    finally:
+        tampered.stop()
+        original.stop()
+    assert [first.headers["x-cache"], second.headers["x-cache"]] == ["miss", "hit"]
+    assert restored.status_code == 200 and restored.headers["x-cache"] == "miss"
+    assert restored.json()["model_version"] == first.json()["model_version"]
+    right = served_probability(original_folder, body)
+    assert restored.json()["churn_probability"] == pytest.approx(right, abs=1e-9)
+    assert abs(first.json()["churn_probability"] - right) > 0.01  # the tampering mattered
+
+    keys = redis_client.Redis.from_url(redis.url).keys("churn:pred:*")
+    checksums = [verify_manifest(f, f.name)[:32] for f in (tampered_folder, original_folder)]
+    # churn:pred:{version}:{content checksum}:{request digest}, one entry per content.
+    assert sorted(key.decode().split(":")[3] for key in keys) == sorted(checksums)
+    assert checksums[0] != checksums[1]
+
+
+def test_training_stores_a_checksum_of_every_file(trained: TrainingOutcome) -> None:
+    folder = model_folder(trained)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["version"] == folder.name
+    assert set(manifest["files"]) == {
+        BOOSTER_FILE,
+        PIPELINE_FILE,
+        METADATA_FILE,
+        REFERENCE_FILE,
+    }
+    stored = stored_predictor(folder, folder.name)
+    assert stored.checksum == verify_manifest(folder, folder.name)
