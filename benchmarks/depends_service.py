@@ -28,7 +28,7 @@ class Scorer:
     def __init__(self) -> None:
         stored = self.model_ref
         loaded = stored_predictor(Path(stored.path), str(stored.tag.version))  # type: ignore[attr-defined]
-        self.model = LoadedModel(loaded.predictor, loaded.version)
+        self.model = LoadedModel(loaded.predictor, loaded.version, loaded.checksum)
 
     @bentoml.api(
         batchable=True,
