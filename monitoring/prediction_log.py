@@ -3,7 +3,13 @@
 `PredictionLog.log` only appends to a bounded in-memory queue; one daemon thread per
 process batches rows into INSERT ... ON CONFLICT (id) DO NOTHING. When the database is
 down the rows go to the on-disk spool (fsynced) and are replayed when it is back, so
-nothing is lost and, rows carrying their own id, nothing is written twice.
+nothing is lost and, rows carrying their own id, nothing is written twice. With a
+`Journal` (monitoring/journal.py) the rows are on disk before they reach this queue, so a
+killed worker loses none either; the writer trims the journal as rows leave memory.
+
+When the database is down AND the spool cannot be written, rows stay in memory (and the
+journal) and `durability_problem()` says why, so the service refuses new predictions
+instead of answering for rows it cannot keep.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from monitoring.database import make_engine, upgrade_schema
 from monitoring.feedback import LABELS_SPOOL_PREFIX, decode_label_row, upsert_ground_truth
+from monitoring.journal import GroupCommit, Journal, adopt_dead_journals
 from monitoring.records import PredictionRecord, decode_row, insert_rows, record_row
 from monitoring.replay import is_outage, replay_one, set_aside, store_rows
-from monitoring.spool import Spool
+from monitoring.spool import Spool, spool_problem
 from training.config import Settings
 
 __all__ = ["LogStats", "PredictionLog", "PredictionRecord"]
@@ -37,6 +44,12 @@ not starve the queue (which would then spill to disk on the request path)."""
 SPOOL_SCAN_S = 5.0
 """How often an idle writer looks for spool files left by other workers or a crash."""
 IDLE_TICK_S = 1.0
+PROBE_S = 0.5
+"""How often the writer re-checks whether rows can be made durable while the database is down."""
+HOLD_S = 1.0
+"""How long rows that neither the database nor the spool took wait before the next try."""
+JOURNAL_FAILURE_S = 1.0
+"""A failed journal write makes the log not durable for this long (then writes are tried again)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,8 @@ class LogStats:
     rejected: int = 0
     """Rows the database refused as data; kept in the spool's rejected/ folder."""
     lost: int = 0
-    """Rows that could be neither written nor spooled (disk full...)."""
+    """Rows dropped: malformed, or neither written nor spooled while the queue was full or
+    the log closing (without a journal they are gone; with one, the next start replays them)."""
     failures: int = 0
     """Failed attempts to reach the database."""
     pending: int = 0
@@ -77,6 +91,7 @@ class PredictionLog:
         migrate: bool = True,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
+        journal: bool = False,
         start: bool = True,
     ) -> None:
         if max_queue_rows < 1 or batch_rows < 1 or flush_ms < 0:
@@ -95,6 +110,10 @@ class PredictionLog:
         self._flush_s = flush_ms / 1000
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
+        self.journal = Journal(spool_dir) if journal else None
+        self.group_commit = GroupCommit(self.journal, self._handoff) if self.journal else None
+        self._problem: str | None = None  # maintained by the writer thread
+        self._probed_at = 0.0
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # writer: rows, flush, stop
@@ -129,6 +148,7 @@ class PredictionLog:
             max_queue_rows=settings.log_queue_rows,
             batch_rows=settings.log_batch_rows,
             flush_ms=settings.log_flush_ms,
+            journal=settings.log_journal,
             **options,
         )
 
@@ -165,11 +185,16 @@ class PredictionLog:
                     # once per request: it otherwise waits out flush_ms on its own.
                     if was_empty or len(self._queue) >= self._batch_rows:
                         self._wake.notify()
-            if kept < len(records):
-                self._to_spool(self._rows(records[kept:]))
+            if kept < len(records) and not self._to_spool(self._rows(records[kept:])):
+                self._count("lost", len(records) - kept)
         except Exception:
             logger.exception("prediction log: %d rows could not be queued", len(records))
             self._count("lost", len(records))
+
+    def _handoff(self, records: Sequence[PredictionRecord]) -> int:
+        """The journal's hand-off: queue rows already on disk; rows accepted so far."""
+        self.log(records)
+        return self._accepted
 
     def pending_rows(self) -> int:
         """Rows in memory, not yet in the database or the spool."""
@@ -189,9 +214,13 @@ class PredictionLog:
         """Why rows logged now could not be made durable (None: they can).
 
         Readiness and the scoring routes consult it: a prediction whose row could be
-        neither written nor spooled must not be answered as if it were logged.
+        neither written nor spooled must not be answered as if it were logged. Cheap (the
+        writer thread keeps the answer up to date): it is read on every scoring request.
         """
-        return None
+        commit = self.group_commit
+        if commit is not None and time.monotonic() - commit.failed_at < JOURNAL_FAILURE_S:
+            return commit.failure
+        return self._problem
 
     # Shutdown.
 
@@ -230,13 +259,17 @@ class PredictionLog:
             leftover = list(self._queue)
             self._queue.clear()
         if leftover:
-            self._to_spool(self._rows(leftover))
+            if not self._to_spool(self._rows(leftover)):
+                self._count("lost", len(leftover))
             self._finish(len(leftover))
+        clean = flushed and not stuck and self._counts["lost"] == 0
+        if self.journal is not None:
+            self.journal.close(remove=clean)  # else the next start replays it
         if stuck:
             logger.warning("prediction log: writer still busy after %.1f s", timeout)
         elif self._owns_engine:
             self.engine.dispose()
-        return flushed and not leftover and not stuck
+        return clean and not leftover
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -252,19 +285,25 @@ class PredictionLog:
             if batch:
                 rows = self._rows(batch)
                 try:
-                    self._deliver(rows)
+                    stored = self._deliver(rows)
                 except Exception as error:  # the writer must survive anything
                     logger.exception("prediction log: batch of %d rows failed", len(rows))
                     self._mark_down(error)
-                    self._to_spool(rows)  # replay is idempotent if part was written
-                finally:
+                    stored = self._to_spool(rows)  # replay is idempotent if part was written
+                if stored or self._stopping:
+                    if not stored:
+                        self._count("lost", len(rows))
                     self._finish(len(batch))
+                else:
+                    self._hold(batch)
+                self._check_durability()
                 continue
             with self._lock:
                 if self._stopping and not self._queue:
                     return
             try:
                 self._database_ready()
+                self._check_durability()
             except Exception as error:
                 logger.exception("prediction log: housekeeping failed")
                 self._mark_down(error)
@@ -299,29 +338,71 @@ class PredictionLog:
         with self._lock:
             self._in_memory -= rows
             self._finished += rows
+            finished = self._finished
             self._drained.notify_all()
+        if self.journal is not None:
+            try:
+                self.journal.trim(finished)
+            except OSError:
+                logger.exception("prediction log: journal not trimmed (replaying it is harmless)")
+
+    def _hold(self, batch: list[PredictionRecord]) -> None:
+        """Neither the database nor the spool took the rows: keep them (first in line)
+        and say so, so no new prediction is answered for rows that cannot be kept."""
+        self._check_durability(force=True)
+        with self._lock:
+            self._queue.extendleft(reversed(batch))
+            if not self._stopping:
+                self._wake.wait(HOLD_S)
+
+    def _check_durability(self, force: bool = False) -> None:
+        """Refresh `durability_problem()`: rows are durable while the database is up or
+        the spool can be written. Both are tried, at most every `PROBE_S`: the spool by
+        writing a file, the database (only when the spool fails) by a round trip, so an
+        idle worker notices the double fault before a request does."""
+        now = time.monotonic()
+        if not force and now - self._probed_at < PROBE_S:
+            return
+        self._probed_at = now
+        failure = spool_problem(self._spool.directory)
+        if failure is not None and self._database_up:
+            try:
+                with self.engine.connect() as connection:
+                    connection.execute(text("select 1"))
+            except Exception as error:
+                self._mark_down(error)
+        problem = None
+        if failure is not None and not self._database_up:
+            # Said to callers: the kind of failure, not server paths (those go to the log).
+            problem = f"database unavailable and spool not writable ({type(failure).__name__})"
+        if problem != self._problem:
+            if problem:
+                logger.error("prediction log: %s: %s", problem, failure)
+            else:
+                logger.info("prediction log: rows can be made durable again")
+        self._problem = problem
 
     def _count(self, name: str, rows: int) -> None:
         with self._lock:
             self._counts[name] += rows
 
-    def _deliver(self, rows: list[dict[str, Any]]) -> None:
+    def _deliver(self, rows: list[dict[str, Any]]) -> bool:
+        """Rows to the database, else the spool; False if neither took them."""
         if not rows:
-            return
+            return True
         if not self._database_ready():
-            self._to_spool(rows)
-            return
+            return self._to_spool(rows)
         try:
             rejected = store_rows(self.engine, rows, insert_rows)
         except Exception as error:
             if not is_outage(error):
                 raise
             self._mark_down(error)
-            self._to_spool(rows)
-            return
+            return self._to_spool(rows)
         self._mark_up()
         self._count("rejected", set_aside(self._spool, list(rejected)))
         self._count("written", len(rows) - len(rejected))
+        return True
 
     def _database_ready(self) -> bool:
         """Schema in place and spool replayed (one file per call); False during backoff."""
@@ -357,6 +438,7 @@ class PredictionLog:
         if not self._database_up and self._failures:
             logger.info("prediction log: database available again")
         self._database_up = True
+        self._problem = None
         self._delay = 0.0
         self._retry_at = 0.0
 
@@ -371,18 +453,18 @@ class PredictionLog:
                 self._count("lost", 1)
         return rows
 
-    def _to_spool(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows to the spool; on failure (disk full) count them lost, never raise."""
+    def _to_spool(self, rows: list[dict[str, Any]]) -> bool:
+        """Append rows to the spool; False on failure (disk full...), never raises."""
         if not rows:
-            return
+            return True
         try:
             self._spool.append(rows)
-        except Exception:
-            logger.exception("prediction log: %d rows lost: spool not writable", len(rows))
-            self._count("lost", len(rows))
-            return
+        except Exception as error:
+            logger.error("prediction log: %d rows not spooled: %s", len(rows), error)
+            return False
         self._spool_dirty = True
         self._count("spooled", len(rows))
+        return True
 
     def _replay_if_due(self) -> None:
         """Replay one spool file of each kind when files may be waiting."""
@@ -392,6 +474,8 @@ class PredictionLog:
         self._spool_dirty = False  # before listing: an append after it sets it again
         self._last_scan = now
         try:
+            if adopt_dead_journals(self._spool.directory, PREDICTIONS_SPOOL_PREFIX):
+                self._spool_dirty = True
             kinds = (
                 (self._spool, decode_row, insert_rows),
                 (self._label_spool, decode_label_row, upsert_ground_truth),

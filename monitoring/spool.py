@@ -94,6 +94,26 @@ def _append_locked(path: Path, payload: bytes, wait: bool = False) -> int | None
         os.close(descriptor)
 
 
+def spool_problem(directory: Path) -> OSError | None:
+    """Why no file can be written in `directory` now (None: one can), by creating one.
+
+    Tried rather than inferred from permissions: root ignores modes, while a read-only
+    or full file system, or a regular file where the folder should be, stops it too.
+    """
+    probe = directory / f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(descriptor, b"probe\n")
+        finally:
+            os.close(descriptor)
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        return error
+    return None
+
+
 class ClaimedFile:
     """A spool file this process owns until `done()` (delete) or `release()` (keep)."""
 

@@ -3,6 +3,7 @@
 Labels are precious (they drive monitoring and retraining), so `/feedback` answers 200
 only once they are committed, and 202 when the database is down and they were fsynced to
 the on-disk spool instead; the prediction log replays that spool when the database is back.
+With the database down and the spool not writable it answers 503 with the reason.
 """
 
 from __future__ import annotations
@@ -78,8 +79,16 @@ async def receive_labels(runtime: ServingRuntime, body: bytes) -> tuple[int, dic
             store_labels, runtime.log.engine, labels, runtime.id_secret
         )
     except SQLAlchemyError as error:
-        logger.warning("database unavailable, %d labels spooled: %s", len(labels), type(error))
-        await asyncio.to_thread(spool_labels, runtime.settings.spool_dir, labels, runtime.id_secret)
+        down = f"database unavailable ({type(error).__name__})"
+        try:
+            await asyncio.to_thread(
+                spool_labels, runtime.settings.spool_dir, labels, runtime.id_secret
+            )
+        except OSError as spool_error:  # nowhere to keep them: say so, the sender retries
+            reason = f"{down} and spool not writable ({type(spool_error).__name__})"
+            logger.error("%d labels refused: %s: %s", len(labels), reason, spool_error)
+            return 503, {"error": f"labels not stored: {reason}; retry later"}
+        logger.warning("%s: %d labels spooled", down, len(labels))
         return 202, {"stored": 0, "spooled": len(labels)}
     return 200, {"stored": stored}
 

@@ -3,7 +3,8 @@
 For the protected routes it checks the API key, the rate limit, the content type and the
 body size. It then serves `/predict` and `/predict/batch` itself: validation, the cache,
 scoring (`/predict` through BentoML's adaptive batcher, see `serving/batcher.py`) and the
-answer, and hands every prediction to the prediction log. Nothing here touches the database
+answer, and hands every prediction to the prediction log before answering (with the journal
+on, the row is on disk first; a 503 if it cannot be kept). Nothing here touches the database
 on the request path. `/feedback` and deletions go on to their BentoML routes, and so does
 `/predict` when no model is loaded (BentoML's API then answers the 503).
 
@@ -25,6 +26,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from monitoring.journal import NotDurable
 from serving.auth import api_key_from_headers
 from serving.batcher import Overloaded
 from serving.errors import describe_validation_errors, invalid_fields, validation_body
@@ -263,14 +265,19 @@ class Gateway:
             return
 
         request_id = _request_id(scope)
-        if isinstance(parsed, ValidationError):
-            await respond(send, 422, invalid(parsed), [(REQUEST_ID_HEADER, request_id.encode())])
-        elif isinstance(parsed, ParsedCustomer):
-            await self._predict(runtime, send, parsed, cache_key, cached, request_id, started)
-        elif scoring:
-            await self._batch(runtime, send, body, request_id, started)
-        else:
-            await self._forward(route, scope, body, receive, send, request_id)
+        try:
+            if isinstance(parsed, ValidationError):
+                headers = [(REQUEST_ID_HEADER, request_id.encode())]
+                await respond(send, 422, invalid(parsed), headers)
+            elif isinstance(parsed, ParsedCustomer):
+                await self._predict(runtime, send, parsed, cache_key, cached, request_id, started)
+            elif scoring:
+                await self._batch(runtime, send, body, request_id, started)
+            else:
+                await self._forward(route, scope, body, receive, send, request_id)
+        except NotDurable as error:  # raised before anything is sent
+            message = f"prediction log cannot store rows: {error}; retry shortly"
+            await respond(send, 503, {"error": message}, [(REQUEST_ID_HEADER, request_id.encode())])
 
     async def _forward(
         self,
@@ -304,6 +311,7 @@ class Gateway:
     ) -> None:
         """One customer: from the cache, scored at once when alone, else in a batch."""
         customer = parsed.customer
+        runtime.check_durable()
         if cached is not None:
             await self._answer_from_cache(send, runtime, parsed, cached, request_id, started)
             return
@@ -319,14 +327,12 @@ class Gateway:
         answer = orjson.dumps(prediction)
         if cache_key:
             headers.append((b"x-cache", b"miss"))
-        await respond_bytes(send, 200, answer, headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        try:
-            runtime.after_prediction(
-                customer, parsed.features, prediction, answer, cache_key, request_id, latency_ms
-            )
-        except Exception:  # the answer is already sent; say loudly what was not logged
-            logger.exception("prediction served but not logged (request %s)", request_id)
+        # Logged first: with the journal on, the row is on disk before the answer leaves.
+        await runtime.after_prediction(
+            customer, parsed.features, prediction, answer, cache_key, request_id, latency_ms
+        )
+        await respond_bytes(send, 200, answer, headers)
 
     async def _score_one(
         self, runtime: ServingRuntime, customer: CustomerData
@@ -361,6 +367,7 @@ class Gateway:
         if problems:
             await respond(send, 422, extra_invalid(problems, batch=True), headers)
             return
+        runtime.check_durable()
         scored = await runtime.score_in_background(customers, started) if customers else None
         predictions = scored.rows() if scored else []
         answer = orjson.dumps(
@@ -371,12 +378,9 @@ class Gateway:
                 "processing_time_ms": (time.perf_counter() - started) * 1000.0,
             }
         )
-        await respond_bytes(send, 200, answer, headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        try:
-            runtime.after_batch(customers, predictions, request_id, latency_ms)
-        except Exception:  # the answer is already sent; say loudly what was not logged
-            logger.exception("batch served but not logged (request %s)", request_id)
+        await runtime.after_batch(customers, predictions, request_id, latency_ms)
+        await respond_bytes(send, 200, answer, headers)
 
     async def _answer_from_cache(
         self,
@@ -391,13 +395,13 @@ class Gateway:
         prediction = orjson.loads(cached)
         latency_ms = (time.perf_counter() - started) * 1000.0
         prediction["latency_ms"] = latency_ms
+        await runtime.log_hit(parsed.customer, parsed.features, prediction, request_id, latency_ms)
         await respond(
             send,
             200,
             prediction,
             [(REQUEST_ID_HEADER, request_id.encode()), (b"x-cache", b"hit")],
         )
-        runtime.log_hit(parsed.customer, parsed.features, prediction, request_id, latency_ms)
 
 
 def _is_json(content_type: bytes | None) -> bool:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 CacheResult = Literal["hit", "miss", "error", "off"]
 AuthFailure = Literal["missing", "wrong"]
-LogRowOutcome = Literal["written", "spooled", "replayed"]
+LogRowOutcome = Literal["written", "spooled", "replayed", "lost"]
 
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -38,7 +38,7 @@ def _metrics() -> _Metrics:
     """Create (once per process) and register the metric objects."""
     from prometheus_client import Counter, Gauge, Histogram
 
-    return _Metrics(
+    metrics = _Metrics(
         cache_requests=Counter(
             "churn_cache_requests",
             "Prediction cache look-ups by result (off: the cache is disabled).",
@@ -53,7 +53,8 @@ def _metrics() -> _Metrics:
         ),
         log_rows=Counter(
             "churn_prediction_log_rows",
-            "Prediction-log rows: written to the database, spooled to disk, replayed from it.",
+            "Prediction-log rows: written to the database, spooled to disk, replayed from it, "
+            "lost (could be neither written nor spooled).",
             ["outcome"],
         ),
         # livesum: the rows still waiting in all live workers, not one series per pid.
@@ -68,6 +69,9 @@ def _metrics() -> _Metrics:
             buckets=BATCH_SIZE_BUCKETS,
         ),
     )
+    for outcome in get_args(LogRowOutcome):  # 0, not absent: an alert on "lost" can fire
+        metrics.log_rows.labels(outcome=outcome)
+    return metrics
 
 
 def count_cache(result: CacheResult) -> None:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from starlette.types import Scope
 
 from monitoring.identity import customer_hash, load_id_secret
+from monitoring.journal import NotDurable
 from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
@@ -143,7 +144,7 @@ class ServingRuntime:
             endpoint=endpoint,
         )
 
-    def after_prediction(
+    async def after_prediction(
         self,
         customer: CustomerData,
         features: dict[str, Any],
@@ -154,14 +155,16 @@ class ServingRuntime:
         latency_ms: float,
     ) -> None:
         """A scored `/predict` (`features`: the request's fields without the id): remember
-        the answer in the cache and log it."""
+        the answer in the cache and log it. Raises NotDurable if the row cannot be kept."""
         hashed_id = self.hash_id(customer.customer_id)
         if key is not None and self.cache is not None:
             self.cache.remember(key, answer, hashed_id)
         cache = "miss" if key is not None else "none"
-        self._write([self._record(hashed_id, features, prediction, request_id, latency_ms, cache)])
+        await self._write(
+            [self._record(hashed_id, features, prediction, request_id, latency_ms, cache)]
+        )
 
-    def log_hit(
+    async def log_hit(
         self,
         customer: CustomerData,
         features: dict[str, Any],
@@ -171,9 +174,11 @@ class ServingRuntime:
     ) -> None:
         """A `/predict` answered from the cache is still a served prediction: log it."""
         hashed_id = self.hash_id(customer.customer_id)
-        self._write([self._record(hashed_id, features, prediction, request_id, latency_ms, "hit")])
+        await self._write(
+            [self._record(hashed_id, features, prediction, request_id, latency_ms, "hit")]
+        )
 
-    def after_batch(
+    async def after_batch(
         self,
         customers: Sequence[CustomerData],
         predictions: Sequence[dict[str, Any]],
@@ -184,7 +189,7 @@ class ServingRuntime:
         fields = _customer_fields.dump_python(
             list(customers), mode="json", exclude_none=True, exclude={"__all__": {ID_COLUMN}}
         )
-        self._write(
+        await self._write(
             [
                 self._record(
                     self.hash_id(customer.customer_id),
@@ -207,9 +212,33 @@ class ServingRuntime:
             return 0
         return await self.cache.forget_customer(self.hash_id(customer_id))
 
-    def _write(self, records: list[PredictionRecord]) -> None:
-        """Hand rows to the log (never blocks) and, once a second, refresh its metrics."""
-        self.log.log(records)
+    async def _write(self, records: list[PredictionRecord]) -> None:
+        """Hand rows to the log and, once a second, refresh its metrics. With the journal
+        on, returns once the rows are on disk (raises NotDurable if they cannot be): the
+        caller answers only then, so a killed worker loses no answered prediction."""
+        try:
+            if self.log.group_commit is not None:
+                await self.log.group_commit.commit(records)
+            else:
+                self.log.log(records)
+        finally:
+            self._report_now_and_then()
+
+    def durability_problem(self) -> str | None:
+        """Why a prediction answered now could not be logged (None: it can be)."""
+        problem = self.log.durability_problem()
+        if problem is not None:
+            self._report_now_and_then()  # no rows flow: keep the metrics current anyway
+        return problem
+
+    def check_durable(self) -> None:
+        """Raise NotDurable (with the reason) when a prediction answered now could not be
+        logged: the caller answers 503 rather than a 200 whose row would be lost."""
+        problem = self.durability_problem()
+        if problem is not None:
+            raise NotDurable(problem)
+
+    def _report_now_and_then(self) -> None:
         now = time.monotonic()
         if now - self._reported_at >= 1.0:
             self._reported_at = now
@@ -221,6 +250,7 @@ class ServingRuntime:
         count_log_rows("written", stats.written - before.written)
         count_log_rows("spooled", stats.spooled - before.spooled)
         count_log_rows("replayed", stats.replayed - before.replayed)
+        count_log_rows("lost", stats.lost - before.lost)
         set_log_pending_rows(stats.pending)
         self._reported = stats
 

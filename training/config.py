@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     )
     log_batch_rows: int = Field(default=500, gt=0, description="Rows per database insert.")
     log_flush_ms: int = Field(default=200, gt=0, description="Longest a row waits in memory.")
+    log_journal: bool = Field(
+        default=True,
+        description="Append each answered prediction's row to a per-worker file (fdatasync, "
+        "group commit) before the answer leaves, so a killed worker loses none.",
+    )
     retention_days: int = Field(default=90, gt=0, description="`churn retention` default.")
     max_body_bytes: int = Field(
         default=4_000_000, gt=0, description="Larger request bodies are refused with 413."

@@ -1,0 +1,213 @@
+"""Issue 13, points 10 and 11, against the real service and a real PostgreSQL: no answered
+prediction's row is lost when a worker is SIGKILLed, and none is answered while the log
+can store nothing (database down and spool not writable)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import Engine, select
+
+from monitoring.database import PREDICTIONS, make_engine
+from tests.pg_server import PostgresServer
+from tests.serving.conftest import KEYS, serve
+from training.server_process import ServerProcess, request_bodies
+from training.train import TrainingOutcome
+
+AUTH = {"X-API-Key": KEYS[0]}
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def bodies(trained: TrainingOutcome) -> list[dict[str, Any]]:
+    return request_bodies(trained.test_frame.iloc[:300])
+
+
+class IdLoad:
+    """`clients` closed-loop clients posting `/predict` for `seconds`, in a thread; keeps
+    the X-Request-ID of every answer by status, to look each one up in the log."""
+
+    def __init__(self, url: str, bodies: list[dict[str, Any]], clients: int, seconds: float):
+        self.url, self.bodies, self.clients, self.seconds = url, bodies, clients, seconds
+        self.answered: dict[int, list[str]] = {}
+        self.errors = 0
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> IdLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(timeout=self.seconds + 120)
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.clients)
+        deadline = time.monotonic() + self.seconds
+        bodies = itertools.cycle(self.bodies)
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=60, limits=limits, headers=AUTH
+        ) as client:
+
+            async def one_client(number: int) -> None:
+                for sequence in itertools.count():
+                    if time.monotonic() >= deadline:
+                        return
+                    request_id = f"load-{number}-{sequence}"
+                    try:
+                        answer = await client.post(
+                            "/predict", json=next(bodies), headers={"X-Request-ID": request_id}
+                        )
+                    except httpx.HTTPError:
+                        self.errors += 1  # a connection to the killed worker
+                        continue
+                    self.answered.setdefault(answer.status_code, []).append(request_id)
+
+            await asyncio.gather(*(one_client(n) for n in range(self.clients)))
+
+
+def logged_request_ids(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.scalars(select(PREDICTIONS.c.request_id)))
+
+
+def wait_until_logged(engine: Engine, wanted: set[str], timeout: float = 120.0) -> set[str]:
+    """The wanted request ids still missing from the log once they all arrived or
+    `timeout` passed (rows of a dead worker come back through another one's replay)."""
+    deadline = time.monotonic() + timeout
+    missing = set(wanted)
+    while missing and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # PostgreSQL may still be starting
+            missing = wanted - logged_request_ids(engine)
+        time.sleep(0.5)
+    return missing
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    """The `bentoml serve` process's service workers (its descendants that run the app)."""
+    parent = psutil.Process(server.process.pid)
+    return [
+        child.pid
+        for child in parent.children(recursive=True)
+        if any("worker" in part for part in child.cmdline())
+    ]
+
+
+def test_sigkill_of_a_worker_under_load_loses_no_answered_prediction(
+    tmp_path: Path, postgres: PostgresServer, bodies: list[dict[str, Any]]
+) -> None:
+    url = postgres.new_database()
+    server = serve(tmp_path, url, None, "sigkill", CHURN_WORKERS="2")
+    engine = make_engine(url)
+    try:
+        deadline = time.monotonic() + 60
+        while len(worker_pids(server)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        workers = worker_pids(server)
+        assert len(workers) == 2, workers
+        with IdLoad(server.url, bodies, clients=32, seconds=20) as load:
+            time.sleep(8)
+            os.kill(workers[0], signal.SIGKILL)
+        assert not psutil.pid_exists(workers[0]) or psutil.Process(workers[0]).status() == (
+            psutil.STATUS_ZOMBIE
+        )
+        answered = set(load.answered.get(200, []))
+        assert len(answered) > 100, {s: len(ids) for s, ids in load.answered.items()}
+        missing = wait_until_logged(engine, answered)
+        assert not missing, f"{len(missing)} of {len(answered)} answered predictions not logged"
+    finally:
+        server.stop()
+        engine.dispose()
+
+
+def wait_for_status(url: str, status: int, timeout: float = 60.0) -> int:
+    deadline, seen = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        try:
+            seen = httpx.get(url, timeout=5).status_code
+        except httpx.HTTPError:
+            seen = -1
+        if seen == status:
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def lost_rows(metrics: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith('churn_prediction_log_rows_total{outcome="lost"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def test_database_down_and_spool_unwritable_answers_503_until_either_returns(
+    tmp_path: Path, postgres: PostgresServer, bodies: list[dict[str, Any]]
+) -> None:
+    url = postgres.new_database()
+    server = serve(tmp_path, url, None, "no-store")
+    spool = tmp_path / "spool-no-store"
+    moved = tmp_path / "spool-moved-away"
+    engine = make_engine(url)
+    answered: list[str] = []
+
+    def predict(body: dict[str, Any], request_id: str) -> httpx.Response:
+        answer = httpx.post(
+            f"{server.url}/predict",
+            json=body,
+            headers={**AUTH, "X-Request-ID": request_id},
+            timeout=60,
+        )
+        if answer.status_code == 200:
+            answered.append(request_id)
+        return answer
+
+    try:
+        assert predict(bodies[0], "before-outage").status_code == 200
+        postgres.stop()
+        # Root ignores file modes, so chmod cannot stop it: a regular file where the
+        # folder should be does (mkdir and every create under it fail, for root too).
+        spool.rename(moved)
+        spool.write_text("not a folder")
+        try:
+            assert wait_for_status(f"{server.url}/readyz", 503) == 503
+            refused = predict(bodies[1], "during-outage")
+            assert refused.status_code == 503, refused.text
+            assert "spool not writable" in refused.json()["error"]
+            assert refused.headers["x-request-id"] == "during-outage"
+            batch = httpx.post(
+                f"{server.url}/predict/batch", json=bodies[2:4], headers=AUTH, timeout=60
+            )
+            assert batch.status_code == 503, batch.text
+            label = {"customer_id": "CUST-1", "churned": True, "observed_date": "2026-11-01"}
+            feedback = httpx.post(f"{server.url}/feedback", json=label, headers=AUTH, timeout=60)
+            assert feedback.status_code == 503, feedback.text
+            assert "spool not writable" in feedback.json()["error"]
+            assert lost_rows(httpx.get(f"{server.url}/metrics").text) == 0.0
+        finally:
+            spool.unlink()
+            moved.rename(spool)
+        # The spool is back (the database is not): rows can be kept again.
+        assert wait_for_status(f"{server.url}/readyz", 200) == 200
+        assert predict(bodies[5], "spool-back").status_code == 200
+        postgres.start()
+        assert predict(bodies[6], "database-back").status_code == 200
+        missing = wait_until_logged(engine, set(answered))
+        assert not missing, missing
+        assert "during-outage" not in logged_request_ids(engine)
+    finally:
+        postgres.start()
+        server.stop()
+        engine.dispose()
+    shutil.rmtree(spool, ignore_errors=True)
