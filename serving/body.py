@@ -77,6 +77,18 @@ SCAN_FROM_BYTES = 16_384
 the hot path): whatever it holds, validating it costs at most a few milliseconds."""
 
 
+THREAD_FROM_BYTES = 262_144
+"""Bodies at least this long are measured in a thread (numpy releases the GIL), so the
+event loop keeps serving the worker's other requests meanwhile."""
+
+
+async def shape_refusal(body: bytes, items: str, item_limit: int | None) -> str | None:
+    """`shape_problem`, off the event loop for long bodies."""
+    if len(body) < THREAD_FROM_BYTES:
+        return shape_problem(body, items, item_limit)
+    return await asyncio.to_thread(shape_problem, body, items, item_limit)
+
+
 def shape_problem(body: bytes, items: str, item_limit: int | None) -> str | None:
     """Why `body` is refused before validation (413), or None. `items` names the members
     of a top-level array and `item_limit` caps them (None: the route takes one object)."""
@@ -115,7 +127,7 @@ def measure(body: bytes, top_limit: int | None = None) -> Shape:
     codes = np.frombuffer(body, dtype=np.uint8)
     tokens = codes[_STRUCTURAL[codes] & ~_in_string(codes)]
     opens = _OPEN[tokens].astype(np.int32)
-    depth = np.cumsum(opens - _CLOSE[tokens])  # after each token: inside an opener, at a comma
+    depth = np.cumsum(opens - _CLOSE[tokens], dtype=np.int32)  # inside an opener, at a comma
     commas = tokens == _COMMA
     top = 0 if _EMPTY.match(body) else int(np.count_nonzero(commas & (depth == 1))) + 1
     if top_limit is not None and top > top_limit:
@@ -137,6 +149,8 @@ def _in_string(codes: np.ndarray) -> np.ndarray:
     """True for each byte inside a JSON string (brackets and commas there are text).
     A quote counts unless an odd run of backslashes precedes it."""
     quotes = codes == _QUOTE
+    if not quotes.any():
+        return quotes
     backslashes = codes == _BACKSLASH
     if backslashes.any():
         index = np.arange(len(codes), dtype=np.int32)

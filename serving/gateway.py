@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import api_key_from_headers
 from serving.batcher import Overloaded
-from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_problem
+from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_refusal
 from serving.errors import validation_body
 from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems
 from serving.invalid import customer_list, invalid, invalid_batch
@@ -221,7 +221,7 @@ class Gateway:
             message = f"body: not received within {seconds:g} s (CHURN_BODY_TIMEOUT_S)"
             await respond(send, 408, {"error": message}, [(b"connection", b"close")])
             return
-        if route in ITEM_LIMITS and (refusal := shape_problem(body, *ITEM_LIMITS[route])):
+        if route in ITEM_LIMITS and (refusal := await shape_refusal(body, *ITEM_LIMITS[route])):
             await respond(send, 413, {"error": refusal})
             return
 
