@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.feedback import Label, spool_labels, store_labels
 from monitoring.privacy import delete_customer
 from serving.cache import CacheUnavailable
-from serving.errors import describe_validation_errors, validation_body
+from serving.errors import describe_validation_errors, list_problems, validation_body
 from serving.runtime import ServingRuntime
 from training.schema import CustomerId
 
@@ -27,7 +27,8 @@ logger = logging.getLogger("churn.feedback")
 
 MAX_LABELS_PER_REQUEST = 10_000
 
-_labels = TypeAdapter(list[Label])
+_labels = TypeAdapter(Annotated[list[Label], Field(fail_fast=True)])
+"""Fail-fast: a refused array keeps no error per label (`list_problems` reports them)."""
 _customer_id: TypeAdapter[str] = TypeAdapter(CustomerId)
 
 FEEDBACK_OPENAPI: dict[str, Any] = {
@@ -48,32 +49,43 @@ FEEDBACK_OPENAPI: dict[str, Any] = {
 """The body `/feedback` parses by hand (to accept one label or many), for the docs."""
 
 
-def parse_labels(body: bytes) -> list[Label]:
-    """One label object or a JSON array of them. Raises ValidationError or ValueError."""
-    data = orjson.loads(body)
+def parse_labels(data: Any) -> list[Label]:
+    """One label object or a JSON array of them (parsed). Raises ValidationError."""
     if isinstance(data, dict):
         return [Label.model_validate(data)]
     return _labels.validate_python(data)
 
 
+def _invalid_labels(data: Any, error: ValidationError) -> dict[str, Any]:
+    """The 422 body: for an array, its first invalid labels and how many were unchecked."""
+    problems = list_problems(_labels, data) if isinstance(data, list) else None
+    if problems is None or not problems.errors:
+        errors = error.errors(include_url=False, include_input=False)
+        return describe_validation_errors([dict(e) for e in errors])
+    return describe_validation_errors(problems.errors, problems.unchecked)
+
+
 async def receive_labels(runtime: ServingRuntime, body: bytes) -> tuple[int, dict[str, Any]]:
     """Validate and store labels: (HTTP status, answer body)."""
     try:
-        labels = parse_labels(body)
-    except ValidationError as error:
-        return 422, describe_validation_errors(error.errors())  # type: ignore[arg-type]
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         return 422, {
             "error": f"invalid request: body: not JSON ({error})",
             "detail": [{"field": "body", "rule": "json_invalid", "message": str(error)}],
         }
+    if isinstance(data, list) and len(data) > MAX_LABELS_PER_REQUEST:
+        message = f"labels: at most {MAX_LABELS_PER_REQUEST} per request, got {len(data)}"
+        return 413, {"error": message}
+    try:
+        labels = parse_labels(data)
+    except ValidationError as error:
+        return 422, _invalid_labels(data, error)
     if not labels:
         return 422, {
             "error": "invalid request: body: no labels (too_short)",
             "detail": [{"field": "body", "rule": "too_short", "message": "no labels"}],
         }
-    if len(labels) > MAX_LABELS_PER_REQUEST:
-        return 413, {"error": f"body: at most {MAX_LABELS_PER_REQUEST} labels per request"}
     try:
         stored = await asyncio.to_thread(
             store_labels, runtime.log.engine, labels, runtime.id_secret

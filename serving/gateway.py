@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitoring.journal import NotDurable
 from serving.auth import api_key_from_headers
 from serving.batcher import Overloaded
-from serving.errors import describe_validation_errors, invalid_fields, validation_body
-from serving.feedback_api import customer_id_problems
+from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_refusal
+from serving.errors import validation_body
+from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems
+from serving.invalid import customer_list, invalid, invalid_batch
 from serving.metrics import count_auth_failure
 from serving.runtime import ServingRuntime, current_runtime
 from training.config import MAX_BATCH_CUSTOMERS
@@ -46,7 +48,12 @@ AUTH_ANSWERS = {
     "wrong": (403, "X-API-Key not accepted"),
 }
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
-_customer_list = TypeAdapter(list[CustomerData])
+ITEM_LIMITS: dict[Route, tuple[str, int | None]] = {
+    "predict": ("body", None),
+    "batch": ("customers", MAX_BATCH_CUSTOMERS),
+    "feedback": ("labels", MAX_LABELS_PER_REQUEST),
+}
+"""What a route's top-level array holds and how many items it may have (None: one object)."""
 
 
 def classify(method: str, path: str) -> Route | None:
@@ -97,31 +104,6 @@ async def respond(
     await respond_bytes(send, status, orjson.dumps(body), list(headers))
 
 
-class BodyTooLarge(Exception):
-    """The request body exceeds the configured limit."""
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing (before reading it all) anything over `limit`."""
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
 def replaying(body: bytes, receive: Receive) -> Receive:
     """A `receive` that yields the already-read body, then defers to the real one."""
     delivered = False
@@ -165,13 +147,6 @@ def parse_customer(body: bytes) -> ParsedCustomer:
     canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     del fields[ID_COLUMN]
     return ParsedCustomer(customer, fields, canonical)
-
-
-def invalid(error: ValidationError) -> dict[str, Any]:
-    """The 422 body for a request that failed validation (logged by field, not value)."""
-    logger.info("rejected request: invalid %s", invalid_fields(error))
-    details = error.errors(include_url=False, include_input=False)
-    return describe_validation_errors([dict(detail) for detail in details])
 
 
 def extra_invalid(problems: dict[int, list[dict[str, str]]], batch: bool) -> dict[str, Any]:
@@ -236,10 +211,20 @@ class Gateway:
         if scope["method"] == "POST" and not _is_json(header(scope, b"content-type")):
             await respond(send, 415, {"error": "content-type: only application/json is accepted"})
             return
+        seconds = runtime.settings.body_timeout_s
         try:
-            body = await read_body(scope, receive, runtime.max_body_bytes)
+            body = await read_body(
+                header(scope, b"content-length"), receive, runtime.max_body_bytes, seconds
+            )
         except BodyTooLarge:
             await respond(send, 413, {"error": f"body: larger than {runtime.max_body_bytes} bytes"})
+            return
+        except BodyTimeout:
+            message = f"body: not received within {seconds:g} s (CHURN_BODY_TIMEOUT_S)"
+            await respond(send, 408, {"error": message}, [(b"connection", b"close")])
+            return
+        if route in ITEM_LIMITS and (refusal := await shape_refusal(body, *ITEM_LIMITS[route])):
+            await respond(send, 413, {"error": refusal})
             return
 
         scoring = route in ("predict", "batch") and runtime.model is not None
@@ -355,13 +340,9 @@ class Gateway:
         """`/predict/batch`: up to `MAX_BATCH_CUSTOMERS` customers in one vectorised pass."""
         headers = [(REQUEST_ID_HEADER, request_id.encode())]
         try:
-            customers = _customer_list.validate_json(body)
+            customers = customer_list.validate_json(body)
         except ValidationError as error:
-            await respond(send, 422, invalid(error), headers)
-            return
-        if len(customers) > MAX_BATCH_CUSTOMERS:
-            message = f"customers: at most {MAX_BATCH_CUSTOMERS} per request, got {len(customers)}"
-            await respond(send, 413, {"error": message}, headers)
+            await respond(send, 422, invalid_batch(error, body), headers)
             return
         problems = runtime.extra_problems(customers)
         if problems:

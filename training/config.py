@@ -120,7 +120,17 @@ class Settings(BaseSettings):
     )
     retention_days: int = Field(default=90, gt=0, description="`churn retention` default.")
     max_body_bytes: int = Field(
-        default=4_000_000, gt=0, description="Larger request bodies are refused with 413."
+        default=2_000_000,
+        gt=0,
+        description="Larger request bodies are refused with 413. 1,000 customers with every "
+        "field are 0.71 MB (0.83 MB indented), 10,000 labels 1.1 MB: twice that leaves room "
+        "for extras, and halves what a refused body can cost.",
+    )
+    body_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A request body not received within this many seconds is answered 408: "
+        "a client that never finishes holds nothing for long.",
     )
 
     workers: int = Field(

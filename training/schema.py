@@ -41,6 +41,9 @@ MAX_COUNT = 100_000
 """Upper bound of event counts (support calls, late payments, billing issues): far above
 any real customer, and keeps every value a 64-bit number for JSON and the database."""
 
+MAX_EXTRAS = 100
+"""Most members of a customer's `extra` object (a data profile's extra columns)."""
+
 
 def _openapi30_exclusive_minimum(schema: dict[str, Any]) -> None:
     """BentoML publishes OpenAPI 3.0, where `exclusiveMinimum` is a flag on `minimum`
@@ -87,7 +90,7 @@ class CustomerData(BaseModel):
 
     # Inputs beyond this schema that a data profile added to the model (checked against
     # the served model's extra columns, not here).
-    extra: dict[str, float | str] | None = Field(default=None, max_length=100)
+    extra: dict[str, float | str] | None = Field(default=None, max_length=MAX_EXTRAS)
 
 
 class ColumnKind(StrEnum):
