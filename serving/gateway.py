@@ -26,10 +26,10 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import api_key_from_headers
+from serving.auth_limit import client_address
 from serving.batcher import Overloaded
 from serving.errors import describe_validation_errors, invalid_fields, validation_body
 from serving.feedback_api import customer_id_problems
-from serving.metrics import count_auth_failure
 from serving.runtime import ServingRuntime, current_runtime
 from training.config import MAX_BATCH_CUSTOMERS
 from training.schema import ID_COLUMN, CustomerData
@@ -226,18 +226,22 @@ class Gateway:
         started = time.perf_counter()
         presented = api_key_from_headers(scope["headers"])
         verdict = runtime.authenticate(presented)
+        address = client_address(scope)
         if verdict in ("missing", "wrong"):
-            count_auth_failure(verdict)
             status, message = AUTH_ANSWERS[verdict]
-            await respond(send, status, {"error": message})
+            await respond(
+                send, *await runtime.failed_authentication(verdict, address, status, message)
+            )
             return
         if scope["method"] == "POST" and not _is_json(header(scope, b"content-type")):
-            await respond(send, 415, {"error": "content-type: only application/json is accepted"})
+            message = "content-type: only application/json is accepted"
+            await respond(send, *await runtime.before_admission(address, 415, message))
             return
         try:
             body = await read_body(scope, receive, runtime.max_body_bytes)
         except BodyTooLarge:
-            await respond(send, 413, {"error": f"body: larger than {runtime.max_body_bytes} bytes"})
+            message = f"body: larger than {runtime.max_body_bytes} bytes"
+            await respond(send, *await runtime.before_admission(address, 413, message))
             return
 
         scoring = route in ("predict", "batch") and runtime.model is not None
@@ -250,16 +254,11 @@ class Gateway:
         cache_key = (
             runtime.cache_key(parsed.canonical) if isinstance(parsed, ParsedCustomer) else None
         )
-        allowed, retry_after, cached = await runtime.admit(
-            runtime.client_id(presented, scope), cache_key
+        allowed, retry_after, cached, _, refused_by = await runtime.admit(
+            runtime.client_id(presented, scope), cache_key, address
         )
         if not allowed:
-            await respond(
-                send,
-                429,
-                {"error": f"rate limit {runtime.rate_text} exceeded; retry in {retry_after} s"},
-                [(b"retry-after", str(retry_after).encode())],
-            )
+            await respond(send, *runtime.too_many(refused_by, retry_after))
             return
 
         request_id = _request_id(scope)
