@@ -33,7 +33,10 @@ def route_template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> s
     still names its route), or None when no route matches the path."""
     partial: str | None = None
     for route in routes:
-        match, child = route.matches(scope)
+        # Starlette's own Mount test: BentoML's PassiveMount would walk its routes twice.
+        match, child = (
+            Mount.matches(route, scope) if isinstance(route, Mount) else route.matches(scope)
+        )
         if match == Match.NONE:
             continue
         inner = _inner_routes(route)
