@@ -27,6 +27,7 @@ from serving.errors import ValidationErrorsAs422, quiet_validation_errors
 from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
 from serving.model_loading import find_model, load_model
+from serving.route_metrics import label_routes_by_template
 from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
 from training.config import get_settings
@@ -38,6 +39,7 @@ logger = logging.getLogger("churn.service")
 # (model loaded, rejected requests by field) belong in the server log too.
 logging.getLogger("churn").setLevel(logging.INFO)
 quiet_validation_errors()
+label_routes_by_template()  # `/metrics` labels: route templates, never raw paths
 settings = get_settings()
 
 

@@ -28,12 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitoring.journal import NotDurable
 from serving.auth import api_key_from_headers
+from serving.auth_limit import client_address
 from serving.batcher import Overloaded
 from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_refusal
 from serving.errors import validation_body
 from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems
 from serving.invalid import customer_list, invalid, invalid_batch
-from serving.metrics import count_auth_failure
 from serving.runtime import ServingRuntime, current_runtime
 from training.config import MAX_BATCH_CUSTOMERS
 from training.schema import ID_COLUMN, CustomerData
@@ -203,13 +203,16 @@ class Gateway:
         started = time.perf_counter()
         presented = api_key_from_headers(scope["headers"])
         verdict = runtime.authenticate(presented)
+        address = client_address(scope)
         if verdict in ("missing", "wrong"):
-            count_auth_failure(verdict)
             status, message = AUTH_ANSWERS[verdict]
-            await respond(send, status, {"error": message})
+            await respond(
+                send, *await runtime.failed_authentication(verdict, address, status, message)
+            )
             return
         if scope["method"] == "POST" and not _is_json(header(scope, b"content-type")):
-            await respond(send, 415, {"error": "content-type: only application/json is accepted"})
+            message = "content-type: only application/json is accepted"
+            await respond(send, *await runtime.before_admission(address, 415, message))
             return
         seconds = runtime.settings.body_timeout_s
         try:
@@ -217,14 +220,17 @@ class Gateway:
                 header(scope, b"content-length"), receive, runtime.max_body_bytes, seconds
             )
         except BodyTooLarge:
-            await respond(send, 413, {"error": f"body: larger than {runtime.max_body_bytes} bytes"})
+            message = f"body: larger than {runtime.max_body_bytes} bytes"
+            await respond(send, *await runtime.before_admission(address, 413, message))
             return
         except BodyTimeout:
             message = f"body: not received within {seconds:g} s (CHURN_BODY_TIMEOUT_S)"
-            await respond(send, 408, {"error": message}, [(b"connection", b"close")])
+            status, answer, headers = await runtime.before_admission(address, 408, message)
+            # The body was not read to its end: this connection cannot carry another request.
+            await respond(send, status, answer, [*headers, (b"connection", b"close")])
             return
         if route in ITEM_LIMITS and (refusal := await shape_refusal(body, *ITEM_LIMITS[route])):
-            await respond(send, 413, {"error": refusal})
+            await respond(send, *await runtime.before_admission(address, 413, refusal))
             return
 
         scoring = route in ("predict", "batch") and runtime.model is not None
@@ -237,16 +243,11 @@ class Gateway:
         cache_key = (
             runtime.cache_key(parsed.canonical) if isinstance(parsed, ParsedCustomer) else None
         )
-        allowed, retry_after, cached = await runtime.admit(
-            runtime.client_id(presented, scope), cache_key
+        allowed, retry_after, cached, _, refused_by = await runtime.admit(
+            runtime.client_id(presented, scope), cache_key, address
         )
         if not allowed:
-            await respond(
-                send,
-                429,
-                {"error": f"rate limit {runtime.rate_text} exceeded; retry in {retry_after} s"},
-                [(b"retry-after", str(retry_after).encode())],
-            )
+            await respond(send, *runtime.too_many(refused_by, retry_after))
             return
 
         request_id = _request_id(scope)

@@ -28,6 +28,7 @@ class _Metrics:
     redis_errors: Any
     rate_limited: Any
     auth_failures: Any
+    auth_blocked: Any
     log_rows: Any
     log_pending: Any
     batch_size: Any
@@ -50,6 +51,10 @@ def _metrics() -> _Metrics:
         rate_limited=Counter("churn_rate_limited", "Requests refused with 429."),
         auth_failures=Counter(
             "churn_auth_failures", "Requests refused with 401, by reason.", ["reason"]
+        ),
+        auth_blocked=Counter(
+            "churn_auth_blocked",
+            "Requests refused with 429 because their address failed authentication too often.",
         ),
         log_rows=Counter(
             "churn_prediction_log_rows",
@@ -92,6 +97,11 @@ def count_rate_limited() -> None:
 def count_auth_failure(reason: AuthFailure) -> None:
     """Count one request refused for a missing or wrong API key."""
     _metrics().auth_failures.labels(reason=reason).inc()
+
+
+def count_auth_blocked() -> None:
+    """Count one request refused for its address's failed authentications."""
+    _metrics().auth_blocked.inc()
 
 
 def count_log_rows(outcome: LogRowOutcome, rows: int = 1) -> None:

@@ -21,10 +21,24 @@ from monitoring.journal import NotDurable
 from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
+from serving.auth_limit import AuthFailureLimit, refusal_body
 from serving.batcher import PredictBatcher
 from serving.cache import Cache, cache_key, make_cache
-from serving.metrics import count_log_rows, set_log_pending_rows
-from serving.rate_limit import RateLimiter, check_and_get, make_rate_limiter, parse_rate
+from serving.metrics import (
+    AuthFailure,
+    count_auth_blocked,
+    count_auth_failure,
+    count_log_rows,
+    set_log_pending_rows,
+)
+from serving.rate_limit import (
+    Admission,
+    RateLimiter,
+    Refusal,
+    check_and_get,
+    make_rate_limiter,
+    parse_rate,
+)
 from serving.redis_link import RedisLink, make_link
 from training.config import Settings
 from training.schema import ID_COLUMN, CustomerData
@@ -33,6 +47,8 @@ from training.scoring import LoadedModel, ScoredBatch, extra_field_problems, sco
 logger = logging.getLogger("churn.runtime")
 
 _current: ServingRuntime | None = None
+Answer = tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]
+"""A small JSON answer: status, body, extra headers (what the gateway's `respond` takes)."""
 _customer_fields = TypeAdapter(list[CustomerData])
 
 
@@ -58,6 +74,8 @@ class ServingRuntime:
     log: PredictionLog
     id_secret: bytes
     link: RedisLink | None = None
+    auth_failures: AuthFailureLimit | None = None
+    """Failed authentications per client address (None: keys are off, nothing can fail)."""
     model: LoadedModel | None = None
     batcher: PredictBatcher | None = None
     predicting: int = 0
@@ -92,10 +110,50 @@ class ServingRuntime:
             return None
         return cache_key(self.model.cache_scope, canonical)
 
-    async def admit(self, client: str, key: str | None) -> tuple[bool, int, bytes | None]:
-        """Rate-limit decision and, when allowed, the cached answer (one Redis trip)."""
-        admission = await check_and_get(self.limiter, self.cache, client, key)
-        return admission.allowed, admission.retry_after, admission.cached
+    async def admit(self, client: str, key: str | None, address: str) -> Admission:
+        """Rate-limit decision and, when allowed, the cached answer (one Redis trip); an
+        address shut out for failed authentications is refused first, in the same trip."""
+        guard = None
+        if self.auth_failures is not None:
+            here = self.auth_failures.blocked_here(address)
+            if not here.allowed:
+                count_auth_blocked()
+                return Admission(False, here.retry_after, None, None, "auth_failures")
+            guard = self.auth_failures.guard(address)
+        admission = await check_and_get(self.limiter, self.cache, client, key, guard)
+        if admission.refused_by == "auth_failures":
+            count_auth_blocked()
+        return admission
+
+    async def failed_authentication(
+        self, verdict: AuthFailure, address: str, status: int, message: str
+    ) -> Answer:
+        """A missing or wrong key: its 401/403, recorded against the address; a 429 once
+        the address is over its failure limit (the verdict on the key stays unknown)."""
+        if self.auth_failures is None:
+            return status, {"error": message}, []
+        decision = await self.auth_failures.on_failure(address)
+        if not decision.allowed:
+            count_auth_blocked()
+            return self.too_many(decision.refused_by, decision.retry_after)
+        count_auth_failure(verdict)
+        return status, {"error": message}, []
+
+    async def before_admission(self, address: str, status: int, message: str) -> Answer:
+        """An answer given before admission (413, 415); a 429 instead for an address over
+        its failure limit (asking Redis too), or the status would tell that a key is right."""
+        if self.auth_failures is not None:
+            decision = await self.auth_failures.blocked(address)
+            if not decision.allowed:
+                count_auth_blocked()
+                return self.too_many(decision.refused_by, decision.retry_after)
+        return status, {"error": message}, []
+
+    def too_many(self, refused_by: Refusal | None, retry_after: int) -> Answer:
+        """The 429 with `Retry-After`: the limit that was hit and when to retry."""
+        failure_text = self.settings.auth_failure_limit
+        body = refusal_body(refused_by, retry_after, self.rate_text, failure_text)
+        return 429, body, [(b"retry-after", str(retry_after).encode())]
 
     def extra_problems(self, customers: Sequence[CustomerData]) -> dict[int, list[dict[str, str]]]:
         """Customers whose `extra` object does not fit the served model: position → problems."""
@@ -283,6 +341,7 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
     rate = parse_rate(settings.rate_limit)
     secret = load_id_secret(settings)
     log = PredictionLog.from_settings(settings)
+    failures = parse_rate(settings.auth_failure_limit)
     runtime = ServingRuntime(
         settings=settings,
         model_version=model.version if model else None,
@@ -293,6 +352,7 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
         log=log,
         id_secret=secret,
         link=link,
+        auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
     )
     if model is not None:
         runtime.batcher = PredictBatcher(

@@ -19,11 +19,12 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 os.environ["CHURN_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 # Services started by tests log to the session's SQLite file, not the project's data/, and
-# are not rate limited unless a test asks for it.
+# are not rate limited (requests, failed authentications) unless a test asks for it.
 os.environ["DATABASE_URL"] = f"sqlite:///{_SESSION_DIR / 'predictions.db'}"
 os.environ["CHURN_DATA_DIR"] = str(_SESSION_DIR / "data")
 os.environ["CHURN_SPOOL_DIR"] = str(_SESSION_DIR / "spool")
 os.environ["CHURN_RATE_LIMIT"] = "100000000/minute"
+os.environ["CHURN_AUTH_FAILURE_LIMIT"] = "100000000/minute"
 # One worker per test service (the default is one per core): tests of a worker's own cache
 # and limits must know which process answers.
 os.environ["CHURN_WORKERS"] = "1"

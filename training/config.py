@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         default="1000/minute", description="Requests per key per window: N/second|minute|hour."
     )
+    auth_failure_limit: str = Field(
+        default="20/minute",
+        description="Failed authentications (missing or wrong API key) per client address "
+        "per window, N/second|minute|hour; beyond it every protected request from the "
+        "address gets 429 until the window frees, so keys cannot be guessed at full speed.",
+    )
     cache_ttl_seconds: int = Field(default=300, ge=0, description="0 disables the cache.")
     local_cache_entries: int = Field(
         default=10_000, ge=0, description="In-process cache size when REDIS_URL is unset."

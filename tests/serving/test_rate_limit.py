@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 from prometheus_client import REGISTRY
@@ -10,6 +11,7 @@ from prometheus_client import REGISTRY
 from serving.cache import LocalCache, RedisCache, cache_key
 from serving.rate_limit import (
     Decision,
+    Guard,
     LocalRateLimiter,
     Rate,
     RateLimiter,
@@ -158,12 +160,14 @@ async def test_redis_window_slides(redis: RedisServer) -> None:
 
 
 async def test_killed_redis_falls_back_to_local_limits_then_recovers(redis: RedisServer) -> None:
+    """The worker's own window already holds the request accepted before the outage: the
+    limit stays N per worker across it (the old fallback started empty: N + 1 here)."""
     link = fast_link(redis.url)
     limiter = RedisRateLimiter(link, Rate(3, 60))
     assert (await limiter.check("a")).allowed
     redis.kill()
     decisions = [await limiter.check("a") for _ in range(4)]
-    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.allowed for d in decisions] == [True, True, False, False]
     assert decisions[-1].retry_after >= 1
     assert not link.up
 
@@ -189,10 +193,10 @@ async def test_check_and_get_in_one_script(redis: RedisServer) -> None:
     limited_before = counter("churn_rate_limited_total")
 
     first = await check_and_get(limiter, cache, "client", key)
-    assert first == (True, 0, None, "miss")
+    assert first == (True, 0, None, "miss", None)
     await cache.set(key, b"answer", "cust")
     second = await check_and_get(limiter, cache, "client", key)
-    assert second == (True, 0, b"answer", "hit")
+    assert second == (True, 0, b"answer", "hit", None)
     assert (await check_and_get(limiter, cache, "client", None)).cache_result is None
     refused = await check_and_get(limiter, cache, "client", key)
     assert not refused.allowed and refused.retry_after >= 1
@@ -211,8 +215,8 @@ async def test_check_and_get_when_redis_is_down(redis: RedisServer) -> None:
     redis.kill()
     key = cache_key("v1", b"request")
     results = [await check_and_get(limiter, cache, "client", key) for _ in range(3)]
-    assert results[0] == (True, 0, None, "error")
-    assert results[1] == (True, 0, None, "error")
+    assert results[0] == (True, 0, None, "error", None)
+    assert results[1] == (True, 0, None, "error", None)
     assert not results[2].allowed and results[2].cache_result is None
     await link.close()
 
@@ -221,8 +225,8 @@ async def test_check_and_get_in_process() -> None:
     limiter = LocalRateLimiter(Rate(2, 60))
     cache = LocalCache(max_entries=10, ttl_seconds=60)
     await cache.set("k", b"answer", "cust")
-    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit")
-    assert await check_and_get(limiter, None, "client", "k") == (True, 0, None, "off")
+    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit", None)
+    assert await check_and_get(limiter, None, "client", "k") == (True, 0, None, "off", None)
     assert not (await check_and_get(limiter, cache, "client", "k")).allowed
 
 
@@ -230,7 +234,7 @@ async def test_check_and_get_with_separate_links(redis: RedisServer) -> None:
     limiter = RedisRateLimiter(fast_link(redis.url), Rate(5, 60))
     cache = RedisCache(fast_link(redis.url), ttl_seconds=60)
     await cache.set("k", b"answer", "cust")
-    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit")
+    assert await check_and_get(limiter, cache, "client", "k") == (True, 0, b"answer", "hit", None)
     await limiter.link.close()
     await cache.link.close()
 
@@ -239,3 +243,86 @@ def test_make_rate_limiter() -> None:
     assert isinstance(make_rate_limiter(Rate(1, 1), None), LocalRateLimiter)
     shared = make_rate_limiter(Rate(1, 1), RedisLink("redis://127.0.0.1:1/0"))
     assert isinstance(shared, RedisRateLimiter)
+
+
+async def test_redis_restarted_empty_does_not_reopen_the_window(redis: RedisServer) -> None:
+    """Redis comes back with nothing in it: this worker still remembers what it accepted,
+    so the client does not get a fresh N (the old code let N more through)."""
+    link = fast_link(redis.url)
+    limiter = RedisRateLimiter(link, Rate(3, 60))
+    assert all([(await limiter.check("a")).allowed for _ in range(3)])
+    redis.restart()
+
+    async def decided_in_redis() -> bool:
+        await limiter.check("b")
+        return await link.run(lambda c: c.exists(rate_limit_key("b"))) == 1
+
+    await eventually(decided_in_redis)
+    refused = await limiter.check("a")
+    assert not refused.allowed and refused.retry_after >= 1
+    assert await link.run(lambda c: c.exists(rate_limit_key("a"))) == 0, "refused locally"
+    await link.close()
+
+
+async def test_two_workers_through_an_outage_get_at_most_n_each(redis: RedisServer) -> None:
+    """The stated guarantee: before, during and after an outage, N × workers at most."""
+    workers = [RedisRateLimiter(fast_link(redis.url), Rate(4, 60)) for _ in range(2)]
+    accepted = [(await workers[0].check("a")).allowed for _ in range(3)]
+    accepted += [(await workers[1].check("a")).allowed for _ in range(3)]
+    assert accepted == [True] * 4 + [False] * 2, "exactly N while Redis is up"
+    redis.kill()
+    accepted += [(await worker.check("a")).allowed for worker in workers for _ in range(5)]
+    redis.start()
+    for worker in workers:
+        await eventually(functools.partial(_decided_in_redis, worker))
+        accepted += [(await worker.check("a")).allowed for _ in range(5)]
+    assert sum(accepted) == 4 * 2
+    for worker in workers:
+        await worker.link.close()
+
+
+async def _decided_in_redis(limiter: RedisRateLimiter) -> bool:
+    client = f"probe-{id(limiter)}"
+    await limiter.check(client)
+    return await limiter.link.run(lambda c: c.exists(rate_limit_key(client))) == 1
+
+
+def test_local_reserve_release_and_peek() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(Rate(2, 10), clock=clock)
+    assert limiter.peek("a") == Decision(True, 0)
+    first, when = limiter.reserve("a")
+    assert first.allowed and when == clock.now
+    clock.now += 1
+    assert limiter.decide("a").allowed
+    assert limiter.peek("a") == Decision(False, 9), "full: the first leaves in 9 s"
+    limiter.release("a", when)
+    assert limiter.peek("a").allowed, "a released request no longer counts"
+    assert limiter.decide("a").allowed
+    assert not limiter.decide("a").allowed
+
+
+async def test_a_guard_refuses_in_the_admission_script_and_records_nothing(
+    redis: RedisServer,
+) -> None:
+    link = fast_link(redis.url)
+    failures = RedisRateLimiter(link, Rate(2, 60))
+    requests = RedisRateLimiter(link, Rate(100, 60))
+    cache = RedisCache(link, ttl_seconds=60)
+    guard = Guard(rate_limit_key("authfail:10.0.0.1"), failures.rate)
+    assert (await check_and_get(requests, cache, "client", "k", guard)).allowed
+    for _ in range(2):
+        assert (await failures.check("authfail:10.0.0.1")).allowed
+    refused = await check_and_get(requests, cache, "client", "k", guard)
+    assert refused[:2] == (False, refused.retry_after) and 1 <= refused.retry_after <= 60
+    assert refused.refused_by == "auth_failures"
+    assert (await check_and_get(requests, None, "client", None, guard)).refused_by == (
+        "auth_failures"
+    )
+    assert await link.run(lambda c: c.zcard(rate_limit_key("client"))) == 1, "not recorded"
+    assert len(requests.local._accepted["client"]) == 1, "released locally too"
+    other = Guard(rate_limit_key("authfail:10.0.0.2"), failures.rate)
+    assert (await check_and_get(requests, cache, "client", "k", other)).allowed
+    assert not (await failures.peek_shared("authfail:10.0.0.1")).allowed
+    assert (await failures.peek_shared("authfail:10.0.0.2")).allowed
+    await link.close()
