@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import api_key_from_headers
 from serving.batcher import Overloaded
+from serving.cache import answer_from_cache
 from serving.errors import describe_validation_errors, invalid_fields, validation_body
 from serving.feedback_api import customer_id_problems
 from serving.metrics import count_auth_failure
@@ -323,7 +324,7 @@ class Gateway:
         latency_ms = (time.perf_counter() - started) * 1000.0
         try:
             runtime.after_prediction(
-                customer, parsed.features, prediction, answer, cache_key, request_id, latency_ms
+                customer, parsed.features, prediction, cache_key, request_id, latency_ms
             )
         except Exception:  # the answer is already sent; say loudly what was not logged
             logger.exception("prediction served but not logged (request %s)", request_id)
@@ -387,8 +388,8 @@ class Gateway:
         request_id: str,
         started: float,
     ) -> None:
-        """A hit: the stored answer, re-stamped with this request's latency."""
-        prediction = orjson.loads(cached)
+        """A hit: the stored answer with this request's customer id and latency."""
+        prediction = answer_from_cache(cached, parsed.customer.customer_id)
         latency_ms = (time.perf_counter() - started) * 1000.0
         prediction["latency_ms"] = latency_ms
         await respond(

@@ -21,7 +21,7 @@ from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
 from serving.batcher import PredictBatcher
-from serving.cache import Cache, cache_key, make_cache
+from serving.cache import Cache, cache_key, cache_value, make_cache
 from serving.metrics import count_log_rows, set_log_pending_rows
 from serving.rate_limit import RateLimiter, check_and_get, make_rate_limiter, parse_rate
 from serving.redis_link import RedisLink, make_link
@@ -146,16 +146,15 @@ class ServingRuntime:
         customer: CustomerData,
         features: dict[str, Any],
         prediction: dict[str, Any],
-        answer: bytes,
         key: str | None,
         request_id: str,
         latency_ms: float,
     ) -> None:
         """A scored `/predict` (`features`: the request's fields without the id): remember
-        the answer in the cache and log it."""
+        the answer in the cache (without the raw id) and log it."""
         hashed_id = self.hash_id(customer.customer_id)
         if key is not None and self.cache is not None:
-            self.cache.remember(key, answer, hashed_id)
+            self.cache.remember(key, cache_value(prediction), hashed_id)
         cache = "miss" if key is not None else "none"
         self._write([self._record(hashed_id, features, prediction, request_id, latency_ms, cache)])
 
