@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Table, delete, exists, select, text
+from sqlalchemy import Connection, Engine, Table, delete, select, text
 
 from monitoring.database import DELETED_CUSTOMERS, GROUND_TRUTH, PREDICTIONS, dialect_insert
 
@@ -65,19 +65,26 @@ def _leave_tombstone(connection: Connection, customer_hash: str, deleted_at: dat
 def drop_deleted_rows(connection: Connection, table: Table, customer_hashes: Iterable[str]) -> int:
     """Delete rows of these customers created at or before their deletion; the count.
 
-    Called by every insert path right after its insert, in its transaction (see above).
+    Called by every insert path right after its insert, in its transaction (see above):
+    a look-up of the batch's customers among the tombstones (by primary key; usually none
+    is found), then a DELETE only for those found.
     """
     created_at = table.c[_CREATED_AT[table.name]]
-    tombstone = exists().where(
-        DELETED_CUSTOMERS.c.customer_hash == table.c.customer_hash,
-        DELETED_CUSTOMERS.c.deleted_at >= created_at,
-    )
     hashes = sorted(set(customer_hashes))
     dropped = 0
     for start in range(0, len(hashes), _PURGE_CHUNK_HASHES):
         chunk = hashes[start : start + _PURGE_CHUNK_HASHES]
-        statement = delete(table).where(table.c.customer_hash.in_(chunk), tombstone)
-        dropped += connection.execute(statement).rowcount
+        found = connection.execute(
+            select(DELETED_CUSTOMERS.c.customer_hash, DELETED_CUSTOMERS.c.deleted_at).where(
+                DELETED_CUSTOMERS.c.customer_hash.in_(chunk)
+            )
+        ).all()
+        for customer_hash, deleted_at in found:
+            dropped += connection.execute(
+                delete(table).where(
+                    table.c.customer_hash == customer_hash, created_at <= deleted_at
+                )
+            ).rowcount
     return dropped
 
 
