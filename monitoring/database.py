@@ -133,7 +133,7 @@ class DeletedCustomerRow(Base):
     __tablename__ = "deleted_customers"
 
     customer_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 PREDICTIONS: Table = Base.metadata.tables["predictions"]

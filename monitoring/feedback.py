@@ -91,7 +91,7 @@ def upsert_ground_truth(connection: Connection, rows: Iterable[Mapping[str, Any]
     unique = _newest_per_key(rows)
     for start in range(0, len(unique), _UPSERT_CHUNK_ROWS):
         connection.execute(statement, unique[start : start + _UPSERT_CHUNK_ROWS])
-    drop_deleted_rows(connection, GROUND_TRUTH, (row["customer_hash"] for row in unique))
+    drop_deleted_rows(connection, GROUND_TRUTH, unique)
 
 
 def store_labels(engine: Engine, labels: Iterable[Label], secret: bytes) -> int:

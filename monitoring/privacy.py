@@ -19,15 +19,15 @@ Tombstone times and row times come from the servers' clocks: replicas need NTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, select, text
 
 from monitoring.database import DELETED_CUSTOMERS, GROUND_TRUTH, PREDICTIONS, dialect_insert
 
 _RETENTION_CHUNK_ROWS = 10_000
-_PURGE_CHUNK_HASHES = 1000
 _CREATED_AT = {"predictions": "created_at", "ground_truth": "received_at"}
 """Each table's row-creation time, compared with the tombstone's."""
 
@@ -62,24 +62,32 @@ def _leave_tombstone(connection: Connection, customer_hash: str, deleted_at: dat
     )
 
 
-def drop_deleted_rows(connection: Connection, table: Table, customer_hashes: Iterable[str]) -> int:
-    """Delete rows of these customers created at or before their deletion; the count.
+def drop_deleted_rows(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Delete the rows of these (just inserted) that a tombstone covers; the count.
 
-    Called by every insert path right after its insert, in its transaction (see above):
-    a look-up of the batch's customers among the tombstones (by primary key; usually none
-    is found), then a DELETE only for those found.
+    Called by every insert path right after its insert, in its transaction (see above).
+    Only tombstones at or after the batch's oldest row can cover one of its rows, so one
+    indexed range look-up (usually empty: deletions are rare) decides, and a DELETE runs
+    only for the batch's customers it finds.
     """
-    created_at = table.c[_CREATED_AT[table.name]]
-    hashes = sorted(set(customer_hashes))
+    if not rows:
+        return 0
+    time_column = _CREATED_AT[table.name]
+    oldest = min(row[time_column] for row in rows)
+    recent = connection.execute(
+        select(DELETED_CUSTOMERS.c.customer_hash, DELETED_CUSTOMERS.c.deleted_at).where(
+            DELETED_CUSTOMERS.c.deleted_at >= oldest
+        )
+    ).all()
+    if not recent:
+        return 0
+    in_batch = {row["customer_hash"] for row in rows}
+    created_at = table.c[time_column]
     dropped = 0
-    for start in range(0, len(hashes), _PURGE_CHUNK_HASHES):
-        chunk = hashes[start : start + _PURGE_CHUNK_HASHES]
-        found = connection.execute(
-            select(DELETED_CUSTOMERS.c.customer_hash, DELETED_CUSTOMERS.c.deleted_at).where(
-                DELETED_CUSTOMERS.c.customer_hash.in_(chunk)
-            )
-        ).all()
-        for customer_hash, deleted_at in found:
+    for customer_hash, deleted_at in recent:
+        if customer_hash in in_batch:
             dropped += connection.execute(
                 delete(table).where(
                     table.c.customer_hash == customer_hash, created_at <= deleted_at

@@ -96,4 +96,4 @@ def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
         index_elements=["id"]
     )
     connection.execute(statement, rows)
-    drop_deleted_rows(connection, PREDICTIONS, (row["customer_hash"] for row in rows))
+    drop_deleted_rows(connection, PREDICTIONS, rows)

@@ -25,7 +25,9 @@ def upgrade() -> None:
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("customer_hash", name="pk_deleted_customers"),
     )
+    op.create_index("ix_deleted_customers_deleted_at", "deleted_customers", ["deleted_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deleted_customers_deleted_at", table_name="deleted_customers")
     op.drop_table("deleted_customers")
