@@ -125,8 +125,20 @@ class GroundTruthRow(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class DeletedCustomerRow(Base):
+    """A customer deleted on request, and when: a row of theirs created up to
+    `deleted_at` that reaches the database later (another worker's buffer, a replica, the
+    spool) is dropped on arrival, by every insert path."""
+
+    __tablename__ = "deleted_customers"
+
+    customer_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 PREDICTIONS: Table = Base.metadata.tables["predictions"]
 GROUND_TRUTH: Table = Base.metadata.tables["ground_truth"]
+DELETED_CUSTOMERS: Table = Base.metadata.tables["deleted_customers"]
 
 
 def normalise_url(url: str | URL) -> URL:

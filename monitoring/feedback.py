@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from monitoring.database import GROUND_TRUTH, dialect_insert
 from monitoring.identity import customer_hash
+from monitoring.privacy import drop_deleted_rows
 from monitoring.spool import Spool
 from training.schema import CustomerId
 
@@ -78,7 +79,8 @@ def upsert_ground_truth(connection: Connection, rows: Iterable[Mapping[str, Any]
     """Insert or update hashed label rows in the caller's transaction.
 
     An older label never overwrites a newer one, so a label replayed late from the spool
-    cannot undo a correction that arrived in the meantime.
+    cannot undo a correction that arrived in the meantime; and a label received before
+    its customer was deleted is dropped (`drop_deleted_rows`).
     """
     insert = dialect_insert(connection, GROUND_TRUTH)
     statement = insert.on_conflict_do_update(
@@ -89,6 +91,7 @@ def upsert_ground_truth(connection: Connection, rows: Iterable[Mapping[str, Any]
     unique = _newest_per_key(rows)
     for start in range(0, len(unique), _UPSERT_CHUNK_ROWS):
         connection.execute(statement, unique[start : start + _UPSERT_CHUNK_ROWS])
+    drop_deleted_rows(connection, GROUND_TRUTH, unique)
 
 
 def store_labels(engine: Engine, labels: Iterable[Label], secret: bytes) -> int:

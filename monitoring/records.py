@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from monitoring.database import PREDICTIONS, dialect_insert
+from monitoring.privacy import drop_deleted_rows
 
 _RAW_ID_FIELD = "customer_id"
 _MAX_REQUEST_ID = 64
@@ -89,8 +90,10 @@ def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT (id) DO NOTHING: a retried or replayed row is a no-op."""
+    """INSERT ... ON CONFLICT (id) DO NOTHING: a retried or replayed row is a no-op. Rows
+    of a customer deleted after they were created are then dropped (`drop_deleted_rows`)."""
     statement = dialect_insert(connection, PREDICTIONS).on_conflict_do_nothing(
         index_elements=["id"]
     )
     connection.execute(statement, rows)
+    drop_deleted_rows(connection, PREDICTIONS, rows)

@@ -4,6 +4,10 @@ A response depends only on the model version and the request, so the key is the 
 plus a hash of the canonical request bytes: a new model never serves an old answer. Each
 entry is also listed under every customer it describes, so a deletion request can remove
 them all (``forget_customer``). A Redis failure is a miss, never an exception.
+
+Cached values never hold the raw customer id (``cache_value``): the key already tells one
+customer's entry from another's, and a hit puts the request's own id back
+(``answer_from_cache``).
 """
 
 from __future__ import annotations
@@ -13,18 +17,24 @@ import hashlib
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import orjson
 from redis.asyncio import Redis
 
+from serving.deletions import FILE_NAME as DELETIONS_FILE
+from serving.deletions import DeletionNotices
 from serving.metrics import CacheResult
 from serving.redis_link import LuaScript, RedisLink
+from training.schema import ID_COLUMN
 
 if TYPE_CHECKING:
     from training.config import Settings
 
 KEY_PREFIX = "churn:pred:"
 CUSTOMER_PREFIX = "churn:cust:"
+TOMBSTONE_PREFIX = "churn:gone:"
+"""A deleted customer's marker: no entry of theirs is stored for one TTL after deletion."""
 
 
 class CacheLookup(NamedTuple):
@@ -60,9 +70,26 @@ def cache_key(model_identity: str, canonical_request: bytes) -> str:
     return f"{KEY_PREFIX}{model_identity}:{hashlib.sha256(canonical_request).hexdigest()}"
 
 
+def cache_value(prediction: dict[str, Any]) -> bytes:
+    """A `/predict` answer as cached: everything but the customer id."""
+    return orjson.dumps({k: v for k, v in prediction.items() if k != ID_COLUMN})
+
+
+def answer_from_cache(cached: bytes, customer_id: str) -> dict[str, Any]:
+    """A cached value as the answer to this request: its own customer id first."""
+    answer = orjson.loads(cached)
+    answer.pop(ID_COLUMN, None)  # an entry written before ids were left out
+    return {ID_COLUMN: customer_id, **answer}
+
+
 def customer_index_key(customer_hash: str) -> str:
     """The Redis set listing a customer's cache entries."""
     return f"{CUSTOMER_PREFIX}{customer_hash}"
+
+
+def tombstone_key(customer_hash: str) -> str:
+    """The Redis key that marks a customer as deleted (for one cache TTL)."""
+    return f"{TOMBSTONE_PREFIX}{customer_hash}"
 
 
 def _customers(customer_hash: str | Iterable[str]) -> tuple[str, ...]:
@@ -71,28 +98,40 @@ def _customers(customer_hash: str | Iterable[str]) -> tuple[str, ...]:
 
 
 # Entries and their customer indexes, all at once: ARGV = ttl, then per key its value, the
-# number of customers and their index keys. One reply to parse, however many entries.
+# number of customers and their hashes. An entry of a customer deleted within the last TTL
+# (a tombstone key exists) is skipped: it may be an answer computed before the deletion,
+# written late by another worker. One reply to parse, however many entries.
 _STORE = LuaScript(
-    """
+    f"""
 local ttl = tonumber(ARGV[1])
 local at = 2
+local stored = 0
 for _, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[at], 'EX', ttl)
   local customers = tonumber(ARGV[at + 1])
+  local deleted = false
   for i = 1, customers do
-    local index = ARGV[at + 1 + i]
-    redis.call('SADD', index, key)
-    redis.call('EXPIRE', index, ttl)
+    if redis.call('EXISTS', '{TOMBSTONE_PREFIX}' .. ARGV[at + 1 + i]) == 1 then deleted = true end
+  end
+  if not deleted then
+    redis.call('SET', key, ARGV[at], 'EX', ttl)
+    for i = 1, customers do
+      local index = '{CUSTOMER_PREFIX}' .. ARGV[at + 1 + i]
+      redis.call('SADD', index, key)
+      redis.call('EXPIRE', index, ttl)
+    end
+    stored = stored + 1
   end
   at = at + 2 + customers
 end
-return #KEYS
+return stored
 """
 )
 
-# Atomic, so an entry written concurrently is either deleted or indexed after the deletion.
+# Atomic, so an entry written concurrently is either deleted or refused by the tombstone
+# (KEYS[2], kept for ARGV[1] seconds: one cache TTL, the longest an entry could live).
 _FORGET = LuaScript(
     """
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[1]))
 local members = redis.call('SMEMBERS', KEYS[1])
 local removed = 0
 for _, key in ipairs(members) do
@@ -147,15 +186,17 @@ class RedisCache:
         args: list[bytes | str | int] = [self.ttl]
         for key, value, customers in entries:
             keys.append(key)
-            args += [value, len(customers), *map(customer_index_key, customers)]
+            args += [value, len(customers), *customers]
         await self.link.run(lambda client: _STORE(client, keys, args))
 
     async def forget_customer(self, customer_hash: str) -> int:
-        """Delete every entry of the customer; raises CacheUnavailable if Redis is down."""
+        """Delete every entry of the customer, in every worker and replica, and refuse new
+        ones for one TTL (a late write of an answer computed before the deletion, from any
+        worker, is skipped). Raises CacheUnavailable if Redis is down."""
         # Not yet written entries of this customer must not be written after the deletion.
         self._pending = [entry for entry in self._pending if customer_hash not in entry[2]]
-        index = customer_index_key(customer_hash)
-        removed = await self.link.run(lambda client: _FORGET(client, [index], []), force=True)
+        keys = [customer_index_key(customer_hash), tombstone_key(customer_hash)]
+        removed = await self.link.run(lambda client: _FORGET(client, keys, [self.ttl]), force=True)
         if removed is None:
             raise CacheUnavailable("Redis is unavailable; entries expire within the cache TTL")
         return int(removed)
@@ -188,12 +229,19 @@ class _Entry(NamedTuple):
 class LocalCache:
     """Per-process cache for when REDIS_URL is unset: at most ``max_entries``, LRU evicted.
 
-    With several workers each has its own copy, so ``forget_customer`` only clears this
-    process; the other workers' copies of that customer expire within ``ttl_seconds``.
+    With several workers each has its own copy; ``notices`` (the host's shared deletion
+    file) carries a deletion to the others: every look-up and store first drops the
+    entries of customers deleted by any worker, and no entry of a customer deleted within
+    the last TTL is stored (it may be an answer computed before the deletion).
     """
 
     def __init__(
-        self, max_entries: int, ttl_seconds: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int,
+        ttl_seconds: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        notices: DeletionNotices | None = None,
     ) -> None:
         if max_entries <= 0 or ttl_seconds <= 0:
             raise ValueError("max_entries and ttl_seconds must be positive")
@@ -201,8 +249,11 @@ class LocalCache:
         self.ttl = ttl_seconds
         self.outcomes: Counter[str] = Counter()
         self._clock = clock
+        self._notices = notices
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._by_customer: dict[str, set[str]] = {}
+        self._deleted: dict[str, float] = {}
+        """Customers deleted recently → when they may be cached again."""
         self._next_sweep = clock() + ttl_seconds
 
     def __len__(self) -> int:
@@ -210,6 +261,7 @@ class LocalCache:
 
     async def lookup(self, key: str) -> CacheLookup:
         """Hit or miss; a hit becomes the most recently used entry."""
+        self._apply_notices()
         entry = self._entries.get(key)
         if entry is None:
             return self.count(CacheLookup(None, "miss"))
@@ -228,8 +280,11 @@ class LocalCache:
         self._store(key, value, _customers(customer_hash))
 
     def _store(self, key: str, value: bytes, customers: tuple[str, ...]) -> None:
+        self._apply_notices()
         now = self._clock()
         self._sweep_expired(now)
+        if self._deleted and any(self._deleted.get(c, 0.0) > now for c in customers):
+            return
         if key in self._entries:
             self._remove(key)
         self._entries[key] = _Entry(now + self.ttl, value, customers)
@@ -243,13 +298,36 @@ class LocalCache:
         self._store(key, value, (customer_hash,))
 
     async def forget_customer(self, customer_hash: str) -> int:
-        """Delete this process's entries of the customer; the count of live ones removed."""
+        """Delete the customer's entries here and, through the notices, in every other
+        worker of the host before their next look-up; the count of live ones removed here.
+        Raises CacheUnavailable if the notice could not be written."""
+        if self._notices is not None:
+            try:
+                self._notices.publish(customer_hash)
+            except OSError as error:
+                raise CacheUnavailable(f"deletion notice not written: {error}") from error
+        return self._drop_customer(customer_hash)
+
+    def _drop_customer(self, customer_hash: str) -> int:
         now = self._clock()
+        self._deleted[customer_hash] = now + self.ttl
         removed = 0
         for key in list(self._by_customer.get(customer_hash, ())):
             entry = self._remove(key)
             removed += entry is not None and entry.expires_at > now
         return removed
+
+    def _apply_notices(self) -> None:
+        """Drop the entries of customers another worker deleted since the last call."""
+        if self._notices is None:
+            return
+        deleted = self._notices.poll()
+        if deleted is None:  # unknowable: forget everything
+            self._entries.clear()
+            self._by_customer.clear()
+            return
+        for customer_hash in deleted:
+            self._drop_customer(customer_hash)
 
     def count(self, found: CacheLookup) -> CacheLookup:
         """Record a look-up's result."""
@@ -273,6 +351,7 @@ class LocalCache:
         self._next_sweep = now + self.ttl
         for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
             self._remove(key)
+        self._deleted = {c: until for c, until in self._deleted.items() if until > now}
 
 
 def make_cache(settings: Settings, link: RedisLink | None) -> Cache | None:
@@ -284,4 +363,5 @@ def make_cache(settings: Settings, link: RedisLink | None) -> Cache | None:
         return RedisCache(link, ttl)
     if settings.local_cache_entries <= 0:
         return None
-    return LocalCache(settings.local_cache_entries, ttl)
+    notices = DeletionNotices(settings.data_dir / DELETIONS_FILE)
+    return LocalCache(settings.local_cache_entries, ttl, notices=notices)

@@ -124,22 +124,32 @@ async def delete_customer_everywhere(
 ) -> tuple[int, dict[str, Any]]:
     """Remove a customer's predictions, labels and cache entries: (status, body).
 
-    This worker's buffered log rows are flushed first so none lands after the delete.
+    Complete when it answers 200, in every worker and replica: the cache goes first (every
+    worker's entries, and no late write brings one back for a TTL), so nothing served from
+    it afterwards predates the deletion; then the database rows, leaving a tombstone that
+    drops the rows still on their way (other workers' buffers, the spool) on arrival. This
+    worker's buffered rows are flushed first only so that the counts include them.
     """
     problems = customer_id_problems(customer_id)
     if problems:
         return 422, problems
-    await asyncio.to_thread(runtime.log.flush, 10.0)
     hashed = runtime.hash_id(customer_id)
     try:
-        deleted = await asyncio.to_thread(delete_customer, runtime.log.engine, hashed)
-    except SQLAlchemyError as error:
-        return 503, {"error": f"database unavailable, nothing deleted: {type(error).__name__}"}
-    try:
-        deleted["cache_entries"] = await runtime.forget_customer(customer_id)
+        cache_entries: int | None = await runtime.forget_customer(customer_id)
     except CacheUnavailable:
+        cache_entries = None
+    await asyncio.to_thread(runtime.log.flush, 10.0)
+    try:
+        deleted: dict[str, Any] = await asyncio.to_thread(
+            delete_customer, runtime.log.engine, hashed
+        )
+    except SQLAlchemyError as error:
+        done = "cache entries deleted" if cache_entries is not None else "nothing deleted"
+        return 503, {"error": f"database unavailable, {done}; retry: {type(error).__name__}"}
+    if cache_entries is None:
         return 503, {
             "error": "cache unavailable: database rows deleted, cache entries not; retry",
             "deleted": deleted,
         }
+    deleted["cache_entries"] = cache_entries
     return 200, {"deleted": deleted}

@@ -31,6 +31,7 @@ from serving.auth import api_key_from_headers
 from serving.auth_limit import client_address
 from serving.batcher import Overloaded
 from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_refusal
+from serving.cache import answer_from_cache
 from serving.errors import validation_body
 from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems
 from serving.invalid import customer_list, invalid, invalid_batch
@@ -316,7 +317,7 @@ class Gateway:
         latency_ms = (time.perf_counter() - started) * 1000.0
         # Logged first: with the journal on, the row is on disk before the answer leaves.
         await runtime.after_prediction(
-            customer, parsed.features, prediction, answer, cache_key, request_id, latency_ms
+            customer, parsed.features, prediction, cache_key, request_id, latency_ms
         )
         await respond_bytes(send, 200, answer, headers)
 
@@ -373,8 +374,8 @@ class Gateway:
         request_id: str,
         started: float,
     ) -> None:
-        """A hit: the stored answer, re-stamped with this request's latency."""
-        prediction = orjson.loads(cached)
+        """A hit: the stored answer with this request's customer id and latency."""
+        prediction = answer_from_cache(cached, parsed.customer.customer_id)
         latency_ms = (time.perf_counter() - started) * 1000.0
         prediction["latency_ms"] = latency_ms
         await runtime.log_hit(parsed.customer, parsed.features, prediction, request_id, latency_ms)

@@ -23,7 +23,7 @@ from monitoring.records import PredictionRecord
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
 from serving.auth_limit import AuthFailureLimit, refusal_body
 from serving.batcher import PredictBatcher
-from serving.cache import Cache, cache_key, make_cache
+from serving.cache import Cache, cache_key, cache_value, make_cache
 from serving.metrics import (
     AuthFailure,
     count_auth_blocked,
@@ -207,16 +207,16 @@ class ServingRuntime:
         customer: CustomerData,
         features: dict[str, Any],
         prediction: dict[str, Any],
-        answer: bytes,
         key: str | None,
         request_id: str,
         latency_ms: float,
     ) -> None:
         """A scored `/predict` (`features`: the request's fields without the id): remember
-        the answer in the cache and log it. Raises NotDurable if the row cannot be kept."""
+        the answer in the cache (without the raw id) and log it. Raises NotDurable if the
+        row cannot be kept."""
         hashed_id = self.hash_id(customer.customer_id)
         if key is not None and self.cache is not None:
-            self.cache.remember(key, answer, hashed_id)
+            self.cache.remember(key, cache_value(prediction), hashed_id)
         cache = "miss" if key is not None else "none"
         await self._write(
             [self._record(hashed_id, features, prediction, request_id, latency_ms, cache)]

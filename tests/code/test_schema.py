@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def test_the_design_example_is_valid() -> None:
     ("change", "field", "rule"),
     [
         ({"customer_id": ""}, "customer_id", "string_too_short"),
-        ({"customer_id": "   "}, "customer_id", "string_pattern_mismatch"),
+        ({"customer_id": "   "}, "customer_id", "printable_id"),
         ({"customer_id": "x" * 129}, "customer_id", "string_too_long"),
         ({"age": 17}, "age", "greater_than_equal"),
         ({"extra": {"nps": [1]}}, "extra.nps.float", "float_type"),
@@ -71,6 +72,41 @@ def test_the_design_example_is_valid() -> None:
 )
 def test_each_rule_has_a_failing_example(change: dict[str, Any], field: str, rule: str) -> None:
     assert (field, rule) in errors_for(**change)
+
+
+@pytest.mark.parametrize(
+    "customer_id",
+    [
+        "\u200b",  # zero-width space only
+        "\ufeff",  # byte-order mark only
+        "\u200b\ufeff\u2060",  # only invisible characters
+        "CUST\u200b1",  # an invisible character inside
+        "CUST\u202e1",  # right-to-left override
+        "\u2066CUST1\u2069",  # bidirectional isolates
+        "CUST\u0085",  # C1 control (next line)
+        "CUST\u009b1",  # C1 control (CSI)
+        "CUST\x1b[31m",  # C0 control (ANSI escape)
+        "CUST\u2028",  # line separator
+        "CUST\ue000",  # private use
+        "CUST\u0378",  # unassigned
+        "\u3000\u00a0",  # only (non-ASCII) spaces
+    ],
+)
+def test_unprintable_customer_ids_are_refused(customer_id: str) -> None:
+    assert errors_for(customer_id=customer_id) == [("customer_id", "printable_id")]
+
+
+@pytest.mark.parametrize("customer_id", ["CUST12345", "Zoë-42", "ACME\u00a0Corp", "客户-7", " A "])
+def test_printable_customer_ids_are_accepted(customer_id: str) -> None:
+    assert CustomerData(**{**VALID, "customer_id": customer_id}).customer_id == customer_id
+
+
+def test_the_published_pattern_refuses_the_listed_invisible_characters() -> None:
+    """The OpenAPI pattern (for generators) agrees with the rule on the usual offenders."""
+    pattern = re.compile(CustomerData.model_json_schema()["properties"]["customer_id"]["pattern"])
+    for bad in ("\u200b", "A\u202eB", "A\u0085", "A\ufeff", "   "):
+        assert not pattern.match(bad), repr(bad)
+    assert pattern.match("CUST12345")
 
 
 @pytest.mark.parametrize("field", REQUIRED_COLUMNS)

@@ -8,9 +8,17 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from monitoring.database import VERSION_TABLE, Base, make_engine, normalise_url, upgrade_schema
+from monitoring.database import (
+    VERSION_TABLE,
+    Base,
+    alembic_config,
+    make_engine,
+    normalise_url,
+    upgrade_schema,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +41,8 @@ def test_sqlite_engine_creates_the_folder_and_uses_wal(tmp_path: Path) -> None:
 
 def test_migrations_create_the_tables_and_match_the_models(engine: Engine) -> None:
     inspector = inspect(engine)
-    assert {"predictions", "ground_truth", VERSION_TABLE} <= set(inspector.get_table_names())
+    tables = {"predictions", "ground_truth", "deleted_customers", VERSION_TABLE}
+    assert tables <= set(inspector.get_table_names())
     indexed = {i["column_names"][0] for i in inspector.get_indexes("predictions")}
     assert {"request_id", "customer_hash", "created_at"} <= indexed
     unique = inspector.get_unique_constraints("ground_truth")
@@ -50,7 +59,8 @@ def test_upgrade_is_idempotent(engine: Engine) -> None:
     upgrade_schema(engine)
     with engine.connect() as connection:
         versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-    assert versions == [("0001",)]
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert versions == [(head,)]
 
 
 def test_workers_starting_together_migrate_once(database_url: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from redis.asyncio import Redis
 
+from monitoring.identity import customer_hash
 from serving.cache import (
     CacheUnavailable,
     LocalCache,
@@ -12,7 +15,10 @@ from serving.cache import (
     cache_key,
     customer_index_key,
     make_cache,
+    tombstone_key,
 )
+from serving.deletions import FILE_NAME as DELETIONS_FILE
+from serving.deletions import DeletionNotices
 from serving.redis_link import RedisLink
 from tests.serving.async_helpers import FakeClock, eventually, fast_link
 from training.config import Settings
@@ -87,6 +93,37 @@ async def test_redis_forget_customer_removes_only_that_customer(redis: RedisServ
     await cache.link.close()
 
 
+async def test_after_a_deletion_no_worker_stores_the_customer_for_one_ttl(
+    redis: RedisServer,
+) -> None:
+    """Two workers share Redis: one deletes cust-a while the other still holds an answer
+    computed before the deletion; its late write must not bring cust-a back."""
+    deleting = RedisCache(fast_link(redis.url), ttl_seconds=2)
+    late = RedisCache(fast_link(redis.url), ttl_seconds=2)
+    a, b, both = (cache_key("v1", body) for body in (b"a", b"b", b"a+b"))
+    await late.set(a, b"before", "cust-a")
+    assert await deleting.forget_customer("cust-a") == 1
+    await late.set(a, b"late", "cust-a")
+    await late.set(both, b"late batch", ["cust-b", "cust-a"])
+    late.remember(b, b"other customer", "cust-b")
+
+    async def other_written() -> bool:
+        return await late.get(b) == b"other customer"
+
+    await eventually(other_written)
+    assert [await late.get(a), await late.get(both)] == [None, None]
+    tombstone = await late.link.run(lambda c: c.ttl(tombstone_key("cust-a")))
+    assert tombstone is not None and 0 < tombstone <= 2
+
+    async def comes_back() -> bool:  # after one TTL the customer is cached normally again
+        await late.set(a, b"new", "cust-a")
+        return await late.get(a) == b"new"
+
+    await eventually(comes_back, timeout=10)
+    await deleting.link.close()
+    await late.link.close()
+
+
 async def test_killed_redis_is_a_miss_and_recovers_without_new_objects(
     redis: RedisServer,
 ) -> None:
@@ -108,8 +145,8 @@ async def test_killed_redis_is_a_miss_and_recovers_without_new_objects(
     redis.start()  # empty: nothing was saved
     assert await cache.forget_customer("cust-a") == 0, "a deletion does not wait for the backoff"
 
-    async def hits_again() -> bool:
-        await cache.set(key, b"fresh", "cust-a")
+    async def hits_again() -> bool:  # cust-a was just deleted: not cached for one TTL
+        await cache.set(key, b"fresh", "cust-b")
         return await cache.get(key) == b"fresh"
 
     await eventually(hits_again)
@@ -258,3 +295,71 @@ async def test_local_remember_stores_at_once() -> None:
     cache.remember("k", b"v", "cust-a")
     assert await cache.get("k") == b"v"
     assert await cache.forget_customer("cust-a") == 1
+
+
+# Deletion across the workers of one host (no Redis).
+
+HASH_A, HASH_B = (customer_hash(name, b"test-secret") for name in ("cust-a", "cust-b"))
+
+
+def two_workers(tmp_path: Path, clock: FakeClock) -> tuple[LocalCache, LocalCache]:
+    """Two workers' caches sharing the host's notice file, as two processes would."""
+    path = tmp_path / DELETIONS_FILE
+    return tuple(  # type: ignore[return-value]
+        LocalCache(10, 5, clock=clock, notices=DeletionNotices(path)) for _ in range(2)
+    )
+
+
+async def test_a_deletion_in_one_worker_empties_the_other_workers_cache(tmp_path: Path) -> None:
+    clock = FakeClock()
+    deleting, other = two_workers(tmp_path, clock)
+    await other.set("a", b"answer a", HASH_A)
+    await other.set("b", b"answer b", HASH_B)
+    await deleting.set("a", b"answer a", HASH_A)
+    assert await deleting.forget_customer(HASH_A) == 1
+    assert await other.lookup("a") == (None, "miss")
+    assert await other.get("b") == b"answer b", "other customers stay cached"
+
+
+async def test_a_late_store_of_a_deleted_customer_is_refused_for_one_ttl(tmp_path: Path) -> None:
+    """The other worker scored the customer before the deletion and stores it after."""
+    clock = FakeClock()
+    deleting, other = two_workers(tmp_path, clock)
+    assert await other.get("a") is None  # the look-up before scoring
+    await deleting.forget_customer(HASH_A)
+    other.remember("a", b"computed before the deletion", HASH_A)
+    await other.set("ab", b"batch", (HASH_B, HASH_A))
+    assert [await other.get("a"), await other.get("ab")] == [None, None]
+    clock.now += 5.1  # one TTL later the customer is cached normally again
+    other.remember("a", b"new", HASH_A)
+    assert await other.get("a") == b"new"
+
+
+async def test_a_reset_notice_file_empties_the_cache(tmp_path: Path) -> None:
+    clock = FakeClock()
+    deleting, other = two_workers(tmp_path, clock)
+    await deleting.forget_customer(HASH_B)
+    await other.set("a", b"answer a", HASH_A)
+    with (tmp_path / DELETIONS_FILE).open("r+b") as file:
+        file.write(bytes(8))  # the notice count back to 0
+    assert await other.get("a") is None, "unknown deletions: nothing cached is trusted"
+
+
+async def test_an_unwritable_notice_is_a_failed_deletion(tmp_path: Path) -> None:
+    notices = DeletionNotices(tmp_path / DELETIONS_FILE)
+    cache = LocalCache(10, 5, notices=notices)
+    notices.close()
+    with pytest.raises(CacheUnavailable):
+        await cache.forget_customer(HASH_A)
+
+
+def test_notices_carry_whole_hashes_in_order(tmp_path: Path) -> None:
+    writer, reader = (DeletionNotices(tmp_path / DELETIONS_FILE) for _ in range(2))
+    assert reader.poll() == []
+    writer.publish(HASH_A)
+    writer.publish(HASH_B)
+    assert reader.poll() == [HASH_A, HASH_B]
+    assert reader.poll() == []
+    assert DeletionNotices(tmp_path / DELETIONS_FILE).poll() == [], "a new worker starts at the end"
+    with pytest.raises(ValueError):
+        writer.publish("not-a-hash")
