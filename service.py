@@ -70,7 +70,8 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 @bentoml.service(
     name="churn_service",
     traffic={"timeout": 30},
-    workers=settings.workers,
+    # `churn build` leaves the count out of the Bento: it is resolved where it is served.
+    **({} if settings.bento_build else {"workers": settings.workers}),
     threads=1,
     metrics={"enabled": True},
     logging={"access": {"enabled": settings.access_log}},
