@@ -25,8 +25,9 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from serving.errors import ValidationErrorsAs422, quiet_validation_errors
-from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
+from serving.feedback_api import delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
+from serving.openapi import OpenAPIDocs
 from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
 from training.config import MODEL_NAME, get_settings
@@ -144,7 +145,7 @@ class ChurnService:
         """Score up to 1,000 customers sent as one JSON array."""
         return self.unavailable()  # type: ignore[return-value]
 
-    @health_app.post("/feedback", openapi_extra=FEEDBACK_OPENAPI)
+    @health_app.post("/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
         """Ground truth: one label or a JSON array of them (customer_id, churned,
         observed_date). 200 once stored; 202 if the database is down and the labels
@@ -174,3 +175,8 @@ class ChurnService:
 # The first middleware added is the outermost: the gateway sees every request first.
 ChurnService.add_asgi_middleware(Gateway)  # type: ignore[attr-defined]
 ChurnService.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
+# `/docs.json` is the product's document (serving/openapi.py), `/docs` its UI.
+ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
+    OpenAPIDocs,
+    spec=lambda: ChurnService.openapi_spec.asdict(),  # type: ignore[attr-defined]
+)

@@ -29,23 +29,6 @@ MAX_LABELS_PER_REQUEST = 10_000
 _labels = TypeAdapter(list[Label])
 _customer_id: TypeAdapter[str] = TypeAdapter(CustomerId)
 
-FEEDBACK_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        Label.model_json_schema(),
-                        {"type": "array", "items": Label.model_json_schema()},
-                    ]
-                }
-            }
-        },
-    }
-}
-"""The body `/feedback` parses by hand (to accept one label or many), for the docs."""
-
 
 def parse_labels(body: bytes) -> list[Label]:
     """One label object or a JSON array of them. Raises ValidationError or ValueError."""
