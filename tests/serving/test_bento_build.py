@@ -69,6 +69,7 @@ def readme_build_command() -> str:
 
 def checkout_copy(root: Path, models: Path) -> Path:
     """The project's sources, its .venv and a store holding `models`, in `root`."""
+    root.mkdir()
     for name in SOURCES:
         source = PROJECT_ROOT / name
         if source.is_dir():
