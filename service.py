@@ -24,9 +24,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from serving.errors import ValidationErrorsAs422, quiet_validation_errors
-from serving.feedback_api import FEEDBACK_OPENAPI, delete_customer_everywhere, receive_labels
+from serving.feedback_api import delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
 from serving.model_loading import find_model, load_model
+from serving.openapi import OpenAPIDocs
 from serving.route_metrics import label_routes_by_template
 from serving.runtime import ServingRuntime, build_runtime, install
 from training import __version__
@@ -65,7 +66,8 @@ health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 @bentoml.service(
     name="churn_service",
     traffic={"timeout": 30},
-    workers=settings.workers,
+    # `churn build` leaves the count out of the Bento: it is resolved where it is served.
+    **({} if settings.bento_build else {"workers": settings.workers}),
     threads=1,
     metrics={"enabled": True},
     logging={"access": {"enabled": settings.access_log}},
@@ -125,7 +127,7 @@ class ChurnService:
         """Score up to 1,000 customers sent as one JSON array."""
         return self.unavailable()  # type: ignore[return-value]
 
-    @health_app.post("/feedback", openapi_extra=FEEDBACK_OPENAPI)
+    @health_app.post("/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
         """Ground truth: one label or a JSON array of them (customer_id, churned,
         observed_date). 200 once stored; 202 if the database is down and the labels
@@ -155,3 +157,8 @@ class ChurnService:
 # The first middleware added is the outermost: the gateway sees every request first.
 ChurnService.add_asgi_middleware(Gateway)  # type: ignore[attr-defined]
 ChurnService.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
+# `/docs.json` is the product's document (serving/openapi.py), `/docs` its UI.
+ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
+    OpenAPIDocs,
+    spec=lambda: ChurnService.openapi_spec.asdict(),  # type: ignore[attr-defined]
+)

@@ -31,23 +31,6 @@ _labels = TypeAdapter(Annotated[list[Label], Field(fail_fast=True)])
 """Fail-fast: a refused array keeps no error per label (`list_problems` reports them)."""
 _customer_id: TypeAdapter[str] = TypeAdapter(CustomerId)
 
-FEEDBACK_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        Label.model_json_schema(),
-                        {"type": "array", "items": Label.model_json_schema()},
-                    ]
-                }
-            }
-        },
-    }
-}
-"""The body `/feedback` parses by hand (to accept one label or many), for the docs."""
-
 
 def parse_labels(data: Any) -> list[Label]:
     """One label object or a JSON array of them (parsed). Raises ValidationError."""

@@ -7,6 +7,7 @@ BENTOML_HOME once per process.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,12 @@ from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa
 TRAINING_ROWS = 20_000
 TRAINING_TRIALS = 8
 TRAINING_SEARCH_ROWS = 8_000
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's folder (stores, databases, server logs) goes when the session ends,
+    after every session fixture has stopped its server."""
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -168,3 +168,14 @@ def serve(
     command += ["--host", host]
     os.chdir(PROJECT_ROOT)
     os.execv(command[0], command)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def build(ctx: typer.Context) -> None:
+    """Build the Bento (service, code, churn_model:latest) into the store, with BENTOML_HOME
+    made absolute and no worker count recorded: where it is served, CHURN_WORKERS or that
+    machine's cores decide. Extra options go to `bentoml build`."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml), "build", *ctx.args]
+    os.chdir(PROJECT_ROOT)
+    os.execve(command[0], command, {**os.environ, "CHURN_BENTO_BUILD": "true"})

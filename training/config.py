@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         description="BentoML's per-request access log; off by default, it costs ~25 % of "
         "throughput (BENCHMARKS.md).",
     )
+    bento_build: bool = Field(
+        default=False,
+        description="Set by `churn build`: the Bento records no worker count, so the machine "
+        "that serves it resolves CHURN_WORKERS (or its own core count) instead of inheriting "
+        "the build machine's.",
+    )
 
     # Training.
     seed: int = 42
@@ -196,7 +202,11 @@ def bentoml_home() -> Path:
 
 
 def use_project_bentoml_home() -> Path:
-    """Point BentoML at the project's store unless the caller chose one (call before import)."""
-    home = bentoml_home()
+    """Point BentoML at the project's store unless the caller chose one (call before import).
+
+    Made absolute: BentoML's package locking during `bentoml build` fails under a relative
+    BENTOML_HOME (it looks for `<home>/tmp/…/requirements.in` from another directory).
+    """
+    home = bentoml_home().resolve()
     os.environ["BENTOML_HOME"] = str(home)
     return home

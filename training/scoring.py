@@ -66,9 +66,27 @@ class LoadedModel:
         return f"{self.version}:{self.checksum[:32]}"
 
 
-def risk_levels(probability: np.ndarray, settings: Settings) -> np.ndarray:
-    """Index into `RISK_LEVELS` for each probability, by the configured bands."""
-    bands = np.array([settings.risk_medium_from, settings.risk_high_from])
+def risk_bands(threshold: float, settings: Settings) -> tuple[float, float]:
+    """Where "medium" and "high" start for a model deciding churn at ``threshold``.
+
+    The configured bands are moved so they cannot contradict the decision: "medium"
+    starts at or below the threshold and "high" at or above it. So a customer the model
+    says will churn is at least "medium" (never "low" with "no action"), and a "high"
+    customer is always one it says will churn.
+    """
+    return (
+        min(settings.risk_medium_from, threshold),
+        max(settings.risk_high_from, threshold),
+    )
+
+
+def risk_levels(probability: np.ndarray, settings: Settings, threshold: float) -> np.ndarray:
+    """Index into `RISK_LEVELS` for each probability, by the bands around ``threshold``.
+
+    The bands take the probabilities' dtype, as ``probability >= threshold`` does, so
+    a probability at the threshold falls on the same side for the band and the decision.
+    """
+    bands = np.asarray(risk_bands(threshold, settings), dtype=probability.dtype)
     return np.searchsorted(bands, probability, side="right")
 
 
@@ -190,7 +208,7 @@ def score_batch(
     features = predictor.transform(encode_customers(customers, predictor.extras))
     probability, explanation = predictor.probability_and_reasons(features, settings.top_reasons)
     names, advice = _lookup_tables(tuple(predictor.feature_names))
-    levels = risk_levels(probability, settings)
+    levels = risk_levels(probability, settings, predictor.threshold)
     top_raising = _first_raising_feature(explanation.feature_index, explanation.contribution)
     return ScoredBatch(
         customer_ids=[customer.customer_id for customer in customers],

@@ -41,6 +41,7 @@ from training.linear import LinearModel, PlattCalibration, fit_linear
 from training.plots import write_evaluation_plots
 from training.predict import ChurnPredictor
 from training.store import load_predictor, save_predictor
+from training.tracking import use_experiment
 from training.tune import (
     Balance,
     CVResult,
@@ -257,8 +258,8 @@ def record_run(
     from training.store import BOOSTER_FILE, METADATA_FILE
 
     settings = get_settings()
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri))
-    mlflow.set_experiment(settings.mlflow_experiment)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    use_experiment(settings.mlflow_experiment, tracking_uri)
     with mlflow.start_run() as run:
         metadata["mlflow_run_id"] = str(run.info.run_id)
         tag = (

@@ -1,17 +1,22 @@
-"""`bentoml build` packs the service and the trained model into a Bento."""
+"""The README's build command packs the service and the trained model into a Bento."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 from training.integrity import MANIFEST_FILE, verify_manifest
+from training.server_process import ServerProcess, start_server
 from training.train import TrainingOutcome
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -48,31 +53,69 @@ def project_files_the_service_needs() -> list[str]:
     return modules + [str(f.relative_to(PROJECT_ROOT)) for f in extra]
 
 
-def test_bentoml_build_contains_the_model(trained: TrainingOutcome, tmp_path: Path) -> None:
-    bentoml = Path(sys.executable).with_name("bentoml")
+SOURCES = ("service.py", "bentofile.yaml", "requirements.txt", "training", "serving", "monitoring")
+"""What a checkout holds that the build reads."""
+WORKER_MODULE = "_bentoml_impl.worker.service"
+
+
+BUILD_LINE = re.compile(r"^(?:\S+=\S+\s+)*\S*\b(?:bentoml|churn)\s+build\b[^#\n]*", re.M)
+"""A command line of README.md that builds the Bento (up to its comment)."""
+
+
+def readme_build_command() -> str:
+    """The build command exactly as README.md documents it."""
+    (command,) = BUILD_LINE.findall((PROJECT_ROOT / "README.md").read_text())
+    return str(command).strip()
+
+
+def checkout_copy(root: Path, models: Path) -> Path:
+    """The project's sources, its .venv and a store holding `models`, in `root`."""
+    root.mkdir()
+    for name in SOURCES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    (root / ".venv").symlink_to(Path(sys.executable).parents[1])
+    shutil.copytree(models, root / "bentos" / "models")
+    return root
+
+
+def test_the_readmes_build_command_builds_a_bento_with_the_model(
+    trained: TrainingOutcome, tmp_path: Path
+) -> None:
+    command = readme_build_command()
+    project = checkout_copy(tmp_path / "checkout", Path(os.environ["BENTOML_HOME"]) / "models")
+    env = {k: v for k, v in os.environ.items() if k != "BENTOML_HOME"}
+    # A relative BENTOML_HOME (BentoML's package locking failed under one), this checkout's
+    # code, and a worker count the build machine must not freeze into the Bento.
+    env |= {"BENTOML_HOME": "bentos", "PYTHONPATH": str(project), "CHURN_WORKERS": "3"}
     built = subprocess.run(
-        [str(bentoml), "build", "--output", "tag"],
-        cwd=PROJECT_ROOT,
-        env=dict(os.environ),
+        ["bash", "-c", command],
+        cwd=project,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
-    assert built.returncode == 0, built.stdout + built.stderr
-    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    name, version = tag.split(":")
-    bento_dir = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+    assert built.returncode == 0, f"{command}\n{built.stdout}{built.stderr}"
+    (bento_dir,) = [p.parent for p in (project / "bentos" / "bentos").glob("*/*/bento.yaml")]
     manifest = yaml.safe_load((bento_dir / "bento.yaml").read_text())
-    assert trained.tag in [m["tag"] for m in manifest["services"][0]["models"]]
+    (service,) = manifest["services"]
+    assert trained.tag in [m["tag"] for m in service["models"]]
+    assert "workers" not in service["config"], service["config"]
     packed = bento_dir / "src"
     missing = [f for f in project_files_the_service_needs() if not (packed / f).exists()]
     assert not missing, f"the Bento lacks files the service imports or reads: {missing}"
+    tag = f"{manifest['name']}:{manifest['version']}"
+    env["BENTOML_HOME"] = str(project / "bentos")
 
     # The exported Bento (what is shipped and containerised) carries the model files.
     archive = tmp_path / "churn.bento"
     exported = subprocess.run(
-        [str(bentoml), "export", tag, str(archive)],
-        env=dict(os.environ),
+        [str(Path(sys.executable).with_name("bentoml")), "export", tag, str(archive)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -90,3 +133,23 @@ def test_bentoml_build_contains_the_model(trained: TrainingOutcome, tmp_path: Pa
         bento.extractall(tmp_path / "exported", members=packed_model, filter="data")
     model_version = trained.tag.split(":")[1]
     verify_manifest(tmp_path / "exported" / model_folder, model_version)
+
+    # Served, the Bento takes its worker count from the machine that serves it.
+    running = start_server(
+        project / "bentos", tmp_path / "bento.log", {"CHURN_WORKERS": "2"}, service=tag
+    )
+    try:
+        assert served_workers(running) == 2
+    finally:
+        running.stop()
+
+
+def served_workers(running: ServerProcess, timeout: float = 60.0) -> int:
+    """How many BentoML worker processes the server runs (once they have all started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = psutil.Process(running.process.pid).children(recursive=True)
+        workers = [p for p in children if WORKER_MODULE in " ".join(p.cmdline())]
+        if len(workers) >= 2 or time.monotonic() > deadline:
+            return len(workers)
+        time.sleep(0.5)

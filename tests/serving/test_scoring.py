@@ -45,7 +45,9 @@ def test_rows_are_predictions_in_request_order(
         probability, trained.predictor.predict_proba(trained.test_raw[:200]), atol=1e-6
     )
     assert [p.will_churn for p in predictions] == list(probability >= trained.predictor.threshold)
-    levels = [RISK_LEVELS[i] for i in risk_levels(probability, settings)]
+    levels = [
+        RISK_LEVELS[i] for i in risk_levels(probability, settings, trained.predictor.threshold)
+    ]
     assert [p.risk_level for p in predictions] == levels
     assert {p.model_version for p in predictions} == {"test-version"}
     assert all(p.timestamp.tzinfo is not None for p in predictions)
