@@ -42,7 +42,11 @@ TRAINING_SEARCH_ROWS = 8_000
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The session's folder (stores, databases, server logs) goes when the session ends,
-    after every session fixture has stopped its server."""
+    after every session fixture has stopped its server; a failed session keeps it, since
+    its server logs are what explains the failure."""
+    if exitstatus != 0:
+        print(f"\nfailed session: its folder (server logs, stores) is kept at {_SESSION_DIR}")
+        return
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ def test_cache_hit_miss_metric_and_log(
     deployed: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]]
 ) -> None:
     server, engine = deployed
-    body = bodies[0]
+    # A customer of its own: the session's Redis is shared with other modules' services.
+    body = {**bodies[0], "customer_id": f"CACHE-{uuid.uuid4().hex[:12]}"}
     first = httpx.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=30)
     second = httpx.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=30)
     changed = {**body, "monthly_charges": body["monthly_charges"] + 1.0}
