@@ -48,7 +48,9 @@ def test_telco_uses_what_the_table_has(telco_outcome: TrainingOutcome) -> None:
 
 def test_evaluate_on_the_holdout_reproduces_training(telco_outcome: TrainingOutcome) -> None:
     table, _ = load_profiled_table(str(TELCO), None, "telco")
-    stored = StoredPredictor(telco_outcome.predictor, "unsaved", telco_outcome.metadata, Path())
+    stored = StoredPredictor(
+        telco_outcome.predictor, "unsaved", telco_outcome.metadata, Path(), checksum="unsaved"
+    )
     report = evaluate_stored_model(stored, table, holdout=True)
     assert report.metrics == pytest.approx(telco_outcome.metrics, abs=1e-12)
     everything = evaluate_stored_model(stored, table, holdout=False)
