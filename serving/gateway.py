@@ -245,7 +245,7 @@ class Gateway:
             runtime.cache_key(parsed.canonical) if isinstance(parsed, ParsedCustomer) else None
         )
         allowed, retry_after, cached, _, refused_by = await runtime.admit(
-            runtime.client_id(presented, scope), cache_key, address
+            runtime.client_id(presented, address), cache_key, address
         )
         if not allowed:
             await respond(send, *runtime.too_many(refused_by, retry_after))

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
-from starlette.types import Scope
 
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
@@ -95,12 +94,12 @@ class ServingRuntime:
         """'ok', 'missing', 'wrong' or 'disabled' (no keys configured)."""
         return check_api_key(presented, self.api_keys)
 
-    def client_id(self, presented: bytes | None, scope: Scope) -> str:
-        """Who the rate limit counts: the key's fingerprint, or the peer address."""
+    def client_id(self, presented: bytes | None, address: str) -> str:
+        """Who the rate limit counts: the key's fingerprint, or the peer address (as
+        `serving.auth_limit.client_address` gives it: one rule for both limits)."""
         if presented and self.api_keys:
             return key_id(presented)
-        client = scope.get("client") or ("unknown", 0)
-        return f"ip:{client[0]}"
+        return f"ip:{address}"
 
     def cache_key(self, canonical: bytes) -> str | None:
         """The cache entry for a canonical request under the served model, if caching:
