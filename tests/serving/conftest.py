@@ -75,7 +75,10 @@ def deployed(
 
 @pytest.fixture(scope="module")
 def limited(
-    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer, redis_server: RedisServer
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    trained: TrainingOutcome,
 ) -> Iterator[ServerProcess]:
     """The service with the default rate limit (1000/minute per key)."""
     tmp = tmp_path_factory.mktemp("limited")

@@ -322,8 +322,11 @@ def test_deletion_removes_every_trace_and_retention_only_old_rows(
 
 def test_no_log_line_holds_a_key_or_a_raw_customer_id(limited: ServerProcess) -> None:
     invalid = {"customer_id": "RAW-ID-4242", "tenure_months": -1}  # a 422 that BentoML logs
+    # Not AUTH's key: the `deployed` service counts that key in the same Redis, and this
+    # service's 1000/minute limit would see those requests too.
+    key = {"X-API-Key": KEYS[1]}
     for path, body in (("/predict", invalid), ("/predict/batch", [invalid])):
-        answer = httpx.post(f"{limited.url}{path}", json=body, headers=AUTH)
+        answer = httpx.post(f"{limited.url}{path}", json=body, headers=key)
         assert answer.status_code == 422
     deadline = time.monotonic() + 10
     log = ""
