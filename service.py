@@ -23,6 +23,9 @@ from _bentoml_sdk.io_models import IOMixin
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
+from core import __version__
+from core.schema import BatchPrediction, CustomerData, Health, Prediction
+from core.settings import get_settings
 from serving.errors import ValidationErrorsAs422, quiet_validation_errors
 from serving.feedback_api import delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
@@ -30,10 +33,7 @@ from serving.model_loading import find_model, load_model
 from serving.openapi import OpenAPIDocs
 from serving.route_metrics import label_routes_by_template
 from serving.runtime import ServingRuntime, build_runtime, install
-from training import __version__
-from training.config import get_settings
-from training.schema import BatchPrediction, CustomerData, Health, Prediction
-from training.scoring import LoadedModel
+from serving.scoring import LoadedModel
 
 logger = logging.getLogger("churn.service")
 # BentoML's server logging keeps the root logger at WARNING; the product's own INFO lines
@@ -110,7 +110,7 @@ class ChurnService:
         """The 503 for a scoring request that reaches BentoML's API methods."""
         reason = self.load_error or (
             "scoring is answered by the HTTP gateway (serving/gateway.py); "
-            "in Python, use training.scoring.score_batch"
+            "in Python, use serving.scoring.score_batch"
         )
         return error_response(503, reason)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import bentoml
 
-from training.config import MODEL_NAME, get_settings
-from training.schema import CustomerData, Prediction
-from training.scoring import LoadedModel, score_batch
-from training.store import stored_predictor
+from core.pipeline.store import stored_predictor
+from core.schema import CustomerData, Prediction
+from core.settings import MODEL_NAME, get_settings
+from serving.scoring import LoadedModel, score_batch
 
 settings = get_settings()
 

@@ -17,7 +17,7 @@ from typing import Any
 import bentoml
 from _bentoml_sdk.io_models import IOMixin
 
-from training.schema import CustomerData
+from core.schema import CustomerData
 
 
 class PredictRequest(IOMixin, CustomerData):

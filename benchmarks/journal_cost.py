@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from serve_load import customer_bodies, run_load
 
+from core.settings import bentoml_home
+from launchers.server_process import start_server
 from monitoring.journal import GroupCommit, Journal
 from monitoring.records import PredictionRecord
-from training.config import bentoml_home
-from training.server_process import start_server
 
 
 def serve_and_measure(

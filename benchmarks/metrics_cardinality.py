@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 from side_by_side import ensure_model, start_product
 
-from training.config import Settings, bentoml_home
-from training.redis_process import RedisServer
+from core.settings import Settings, bentoml_home
+from launchers.redis_process import RedisServer
 
 SERIES = "bentoml_service_request_total{"
 

@@ -62,11 +62,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from training.config import MAX_BATCH_CUSTOMERS, get_settings
-from training.encode import encode_frame
-from training.schema import CustomerData, RiskLevel
-from training.scoring import RECOMMENDATIONS, RISK_LEVELS
-from training.store import BOOSTER_FILE, load_predictor
+from core.pipeline.encode import encode_frame
+from core.pipeline.store import BOOSTER_FILE, load_predictor
+from core.schema import CustomerData, RiskLevel
+from core.settings import MAX_BATCH_CUSTOMERS, get_settings
+from serving.scoring import RECOMMENDATIONS, RISK_LEVELS
 
 settings = get_settings()
 CACHE_TTL_SECONDS = 300

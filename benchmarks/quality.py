@@ -32,13 +32,13 @@ import xgboost as xgb
 _scratch = Path(tempfile.mkdtemp(prefix="churn-quality-"))
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_scratch / 'mlflow.db'}")
 
-from training.config import PROJECT_ROOT, TRUE_PROBABILITY_COLUMN  # noqa: E402
+from core.pipeline.encode import encode_frame  # noqa: E402
+from core.pipeline.extras import ExtraColumn, learn_categories  # noqa: E402
+from core.pipeline.linear import fit_linear  # noqa: E402
+from core.settings import PROJECT_ROOT, TRUE_PROBABILITY_COLUMN  # noqa: E402
 from training.data import prepare_table, split_holdout, split_xy  # noqa: E402
-from training.encode import encode_frame  # noqa: E402
 from training.evaluate import compute_metrics  # noqa: E402
-from training.extras import ExtraColumn, learn_categories  # noqa: E402
 from training.generate import generate_customers  # noqa: E402
-from training.linear import fit_linear  # noqa: E402
 from training.profiles import load_profiled_table  # noqa: E402
 from training.train import TrainingOptions, train_model  # noqa: E402
 from training.tune import build_preprocessing, fit_preprocessing  # noqa: E402

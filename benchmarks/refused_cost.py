@@ -30,8 +30,8 @@ import httpx
 import psutil
 from side_by_side import ensure_model
 
-from training.config import PROJECT_ROOT, bentoml_home
-from training.server_process import STARTUP_SECONDS, free_port
+from core.settings import PROJECT_ROOT, bentoml_home
+from launchers.server_process import STARTUP_SECONDS, free_port
 
 API_KEY = "bench-key-0001"
 HEADERS = {"X-API-Key": API_KEY, "Content-Type": "application/json"}

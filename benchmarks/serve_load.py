@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from training.config import bentoml_home
+from core.schema import CustomerData
+from core.settings import bentoml_home
+from launchers.server_process import start_server
 from training.generate import generate_customers
-from training.schema import CustomerData
-from training.server_process import start_server
 
 
 def customer_bodies(n: int, seed: int) -> list[dict[str, Any]]:

@@ -54,10 +54,10 @@ import numpy as np
 import psutil
 from open_loop import OpenLoopResult, run_open_loop, split_bodies
 
-from training.config import PROJECT_ROOT, Settings, bentoml_home
+from core.settings import PROJECT_ROOT, Settings, bentoml_home
+from launchers.redis_process import RedisServer
+from launchers.server_process import free_port, request_bodies, start_server
 from training.generate import generate_customers
-from training.redis_process import RedisServer
-from training.server_process import free_port, request_bodies, start_server
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "predict.lua"
@@ -101,7 +101,7 @@ def ensure_model(home: Path, scratch: Path) -> str:
     tags = stored_models(home)
     if tags:
         return tags[0]
-    from training.cli import DEMO_ROWS, DEMO_TRIALS
+    from cli import DEMO_ROWS, DEMO_TRIALS
 
     print(f"no model in {home}: training the demo model first (a few minutes)", flush=True)
     env = {

@@ -21,8 +21,8 @@ from pathlib import Path
 from open_loop import run_open_loop, split_bodies
 from side_by_side import ensure_model, make_bodies, start_product, table
 
-from training.config import Settings, bentoml_home
-from training.redis_process import RedisServer
+from core.settings import Settings, bentoml_home
+from launchers.redis_process import RedisServer
 
 SLICE_SECONDS = 30.0
 WARM_UP_SECONDS = 60.0

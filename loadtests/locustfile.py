@@ -34,8 +34,8 @@ from locust.runners import MasterRunner, WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust runs us as a script
 
+from launchers.server_process import request_bodies
 from training.generate import generate_customers
-from training.server_process import request_bodies
 
 PREDICT = "/predict"
 BATCH = "/predict/batch"

@@ -28,7 +28,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from training.config import PROJECT_ROOT, use_project_bentoml_home
+from core.settings import PROJECT_ROOT, use_project_bentoml_home
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_RESULTS = Path(__file__).with_name("results")
@@ -40,7 +40,7 @@ app = typer.Typer(add_completion=False)
 def ensure_model() -> Path:
     """The store in force; trains the demo model into it if it is empty (as `churn serve`)."""
     home = use_project_bentoml_home()
-    from training.cli import ensure_demo_model
+    from cli import ensure_demo_model
 
     ensure_demo_model()
     return home
@@ -64,7 +64,7 @@ def service_env(scratch: Path) -> dict[str, str]:
 @contextmanager
 def local_service(results: Path) -> Iterator[str]:
     """The service over the project's store, on a free port, for the `with` block."""
-    from training.server_process import start_server
+    from launchers.server_process import start_server
 
     home = ensure_model()
     with tempfile.TemporaryDirectory(prefix="churn-load-") as scratch:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from training.config import get_settings
+from core.settings import get_settings
 
 feedback_app = typer.Typer(help="Ground-truth labels for monitoring and retraining.")
 db_app = typer.Typer(help="The prediction-log database (DATABASE_URL).")

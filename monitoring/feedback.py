@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Connection, Engine
 
+from core.schema import CustomerId
 from monitoring.database import GROUND_TRUTH, dialect_insert
 from monitoring.identity import customer_hash
 from monitoring.privacy import drop_deleted_rows
 from monitoring.spool import Spool
-from training.schema import CustomerId
 
 LABELS_SPOOL_PREFIX = "labels"
 LABEL_COLUMNS = ("customer_id", "churned", "observed_date")

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from training.config import Settings
+from core.settings import Settings
 
 KEY_FILE_NAME = "id-hash.key"
 _KEY_BYTES = 32

@@ -25,13 +25,13 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from core.settings import Settings
 from monitoring.database import make_engine, upgrade_schema
 from monitoring.feedback import LABELS_SPOOL_PREFIX, decode_label_row, upsert_ground_truth
 from monitoring.journal import GroupCommit, Journal, adopt_dead_journals
 from monitoring.records import PredictionRecord, decode_row, insert_rows, record_row
 from monitoring.replay import is_outage, replay_one, set_aside, store_rows
 from monitoring.spool import Spool, spool_problem
-from training.config import Settings
 
 __all__ = ["LogStats", "PredictionLog", "PredictionRecord"]
 

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
+from core.schema import CustomerData
 from serving.metrics import observe_batch_size
-from training.schema import CustomerData
 
 logger = logging.getLogger("churn.batcher")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.types import Receive
 
-from training.schema import MAX_EXTRAS, CustomerData
+from core.schema import MAX_EXTRAS, CustomerData
 
 MAX_NESTED_MEMBERS = max(MAX_EXTRAS, len(CustomerData.model_fields))
 """The most members any object or array below the top level may have: a customer has 28

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import orjson
 from redis.asyncio import Redis
 
+from core.schema import ID_COLUMN
 from serving.deletions import FILE_NAME as DELETIONS_FILE
 from serving.deletions import DeletionNotices
 from serving.metrics import CacheResult
 from serving.redis_link import LuaScript, RedisLink
-from training.schema import ID_COLUMN
 
 if TYPE_CHECKING:
-    from training.config import Settings
+    from core.settings import Settings
 
 KEY_PREFIX = "churn:pred:"
 CUSTOMER_PREFIX = "churn:cust:"

@@ -16,12 +16,12 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.schema import CustomerId
 from monitoring.feedback import Label, spool_labels, store_labels
 from monitoring.privacy import delete_customer
 from serving.cache import CacheUnavailable
 from serving.errors import describe_validation_errors, list_problems, validation_body
 from serving.runtime import ServingRuntime
-from training.schema import CustomerId
 
 logger = logging.getLogger("churn.feedback")
 

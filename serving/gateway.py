@@ -26,6 +26,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.schema import ID_COLUMN, CustomerData
+from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.journal import NotDurable
 from serving.auth import api_key_from_headers
 from serving.auth_limit import client_address
@@ -36,8 +38,6 @@ from serving.errors import validation_body
 from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems
 from serving.invalid import customer_list, invalid, invalid_batch
 from serving.runtime import ServingRuntime, current_runtime
-from training.config import MAX_BATCH_CUSTOMERS
-from training.schema import ID_COLUMN, CustomerData
 
 logger = logging.getLogger("churn.gateway")
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
+from core.schema import CustomerData
 from serving.errors import describe_validation_errors, invalid_fields, list_problems
-from training.schema import CustomerData
 
 logger = logging.getLogger("churn.gateway")
 

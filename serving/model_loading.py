@@ -17,10 +17,10 @@ from typing import Any
 
 import bentoml
 
-from training.config import MODEL_NAME
-from training.integrity import ModelIntegrityError
-from training.scoring import LoadedModel
-from training.store import stored_predictor
+from core.pipeline.integrity import ModelIntegrityError
+from core.pipeline.store import stored_predictor
+from core.settings import MODEL_NAME
+from serving.scoring import LoadedModel
 
 logger = logging.getLogger("churn.model")
 

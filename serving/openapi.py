@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core import __version__
+from core.schema import BatchPrediction, CustomerData, Health, Prediction
+from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.feedback import Label
 from serving.feedback_api import MAX_LABELS_PER_REQUEST
-from training import __version__
-from training.config import MAX_BATCH_CUSTOMERS
-from training.schema import BatchPrediction, CustomerData, Health, Prediction
 
 OPENAPI_VERSION = "3.1.0"
 """3.1: the dialect pydantic writes (nullable fields as `anyOf` with `null`)."""
@@ -255,7 +255,7 @@ def infrastructure(path: str, base: dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_openapi31(schema: Any) -> Any:
-    """`{"minimum": x, "exclusiveMinimum": true}` (the 3.0 form training/schema.py asks for,
+    """`{"minimum": x, "exclusiveMinimum": true}` (the 3.0 form core/schema.py asks for,
     for BentoML's 3.0 document) → `{"exclusiveMinimum": x}`, recursively."""
     if isinstance(schema, list):
         return [_to_openapi31(item) for item in schema]

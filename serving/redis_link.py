@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError
 from serving import metrics
 
 if TYPE_CHECKING:
-    from training.config import Settings
+    from core.settings import Settings
 
 T = TypeVar("T")
 RedisCall = Callable[[Redis], Awaitable[T]]

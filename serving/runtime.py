@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from core.schema import ID_COLUMN, CustomerData
+from core.settings import Settings
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
 from monitoring.prediction_log import LogStats, PredictionLog
@@ -39,9 +41,7 @@ from serving.rate_limit import (
     parse_rate,
 )
 from serving.redis_link import RedisLink, make_link
-from training.config import Settings
-from training.schema import ID_COLUMN, CustomerData
-from training.scoring import LoadedModel, ScoredBatch, extra_field_problems, score_batch
+from serving.scoring import LoadedModel, ScoredBatch, extra_field_problems, score_batch
 
 logger = logging.getLogger("churn.runtime")
 

@@ -30,9 +30,9 @@ os.environ["CHURN_AUTH_FAILURE_LIMIT"] = "100000000/minute"
 # and limits must know which process answers.
 os.environ["CHURN_WORKERS"] = "1"
 
-from tests.pg_server import PostgresServer  # noqa: E402
+from launchers.pg_server import PostgresServer  # noqa: E402
+from launchers.redis_process import RedisServer  # noqa: E402
 from training.generate import generate_customers  # noqa: E402
-from training.redis_process import RedisServer  # noqa: E402
 from training.train import TrainingOptions, TrainingOutcome, train_model  # noqa: E402
 
 TRAINING_ROWS = 20_000

@@ -1,3 +1,1 @@
-"""Churn prediction: data, features, training and the model store, used by the service."""
-
-__version__ = "0.1.0"
+"""Fitting: data cleaning and splits, tuning, training, evaluation and the synthetic demo data."""

@@ -20,9 +20,8 @@ import annotated_types as at
 import numpy as np
 import pandas as pd
 
-from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
-from training.extras import ExtraColumn
-from training.schema import (
+from core.pipeline.extras import ExtraColumn
+from core.schema import (
     CATEGORIES,
     COLUMN_KINDS,
     ID_COLUMN,
@@ -31,6 +30,7 @@ from training.schema import (
     ColumnKind,
     CustomerData,
 )
+from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 
 MAX_EXAMPLES = 3
 """Rows shown per broken rule in an error message."""

@@ -28,7 +28,7 @@ from sklearn.metrics import (
 )
 
 if TYPE_CHECKING:
-    from training.store import StoredPredictor
+    from core.pipeline.store import StoredPredictor
 
 METRIC_NAMES: tuple[str, ...] = (
     "roc_auc",
@@ -228,8 +228,8 @@ def evaluate_stored_model(
     With `holdout`, only the rows training held out (same split seed and test size, read
     from the model's metadata), so the figures reproduce training's.
     """
+    from core.pipeline.encode import encode_frame
     from training.data import prepare_table, split_holdout, split_xy
-    from training.encode import encode_frame
 
     predictor = stored.predictor
     frame, _ = prepare_table(table, predictor.extras)

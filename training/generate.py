@@ -20,8 +20,8 @@ import pandas as pd
 from scipy.optimize import brentq
 from sklearn.metrics import roc_auc_score
 
-from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
-from training.schema import CATEGORIES, ID_COLUMN
+from core.schema import CATEGORIES, ID_COLUMN
+from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 
 SNAPSHOT_DATE: Final = np.datetime64("2026-01", "M")
 """The day the table was taken (2026-01-01); signup_date = snapshot − tenure months."""

@@ -18,9 +18,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from training.config import TARGET_COLUMN
-from training.extras import ExtraColumn
-from training.schema import CATEGORIES, COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
+from core.pipeline.extras import ExtraColumn
+from core.schema import CATEGORIES, COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
+from core.settings import TARGET_COLUMN
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 _TRUE = {"true", "yes", "y", "1", "t"}

@@ -31,16 +31,16 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from training import __version__
-from training.config import TRUE_PROBABILITY_COLUMN, get_settings
+from core import __version__
+from core.pipeline.encode import encode_frame
+from core.pipeline.extras import ExtraColumn, learn_categories
+from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear
+from core.pipeline.predictor import ChurnPredictor
+from core.pipeline.store import load_predictor, save_predictor
+from core.settings import TRUE_PROBABILITY_COLUMN, get_settings
 from training.data import prepare_table, split_holdout, split_xy
-from training.encode import encode_frame
 from training.evaluate import choose_threshold, evaluate_predictions
-from training.extras import ExtraColumn, learn_categories
-from training.linear import LinearModel, PlattCalibration, fit_linear
 from training.plots import write_evaluation_plots
-from training.predict import ChurnPredictor
-from training.store import load_predictor, save_predictor
 from training.tracking import use_experiment
 from training.tune import (
     Balance,
@@ -255,7 +255,7 @@ def record_run(
     """
     import mlflow
 
-    from training.store import BOOSTER_FILE, METADATA_FILE
+    from core.pipeline.store import BOOSTER_FILE, METADATA_FILE
 
     settings = get_settings()
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)

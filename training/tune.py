@@ -20,10 +20,10 @@ from imblearn.pipeline import Pipeline
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from training.clean import CustomerCleaner
-from training.extras import ExtraColumn
-from training.features import ChurnFeatures
-from training.linear import fit_linear
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.extras import ExtraColumn
+from core.pipeline.features import ChurnFeatures
+from core.pipeline.linear import fit_linear
 
 Balance = Literal["smote", "weight", "none"]
 BALANCE_CHOICES: tuple[Balance, ...] = ("smote", "weight", "none")

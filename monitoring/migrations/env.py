@@ -31,7 +31,7 @@ def _database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from training.config import get_settings
+    from core.settings import get_settings
 
     return get_settings().database_url
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from training.clean import CustomerCleaner
-from training.encode import RAW_INDEX, encode_customers
-from training.schema import RAW_COLUMNS, CustomerData
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.encode import RAW_INDEX, encode_customers
+from core.schema import RAW_COLUMNS, CustomerData
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning on the hot path
 

@@ -9,7 +9,7 @@ import bentoml
 import pandas as pd
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli import app
 from training.evaluate import METRIC_NAMES
 
 runner = CliRunner()

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from training.clean import CustomerCleaner
-from training.encode import RAW_INDEX, encode_customers
-from training.features import (
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.encode import RAW_INDEX, encode_customers
+from core.pipeline.features import (
     ENGINEERED_FEATURES,
     FEATURE_NAMES,
     PASSTHROUGH_FEATURES,
     ChurnFeatures,
 )
-from training.schema import RAW_COLUMNS, CustomerData
+from core.schema import RAW_COLUMNS, CustomerData
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning on the hot path
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.schema import ID_COLUMN, RAW_COLUMNS, REQUIRED_COLUMNS
+from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 from training.data import load_table, validate_table
 from training.generate import (
     ADDON_RATES,
@@ -20,7 +21,6 @@ from training.generate import (
     generate_customers,
     write_table,
 )
-from training.schema import ID_COLUMN, RAW_COLUMNS, REQUIRED_COLUMNS
 
 ADDONS = tuple(ADDON_RATES)  # the internet add-on services, as the generator defines them
 

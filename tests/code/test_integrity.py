@@ -1,4 +1,4 @@
-"""Model-file checksums (training/integrity.py) and the caller-safe load reason
+"""Model-file checksums (core/pipeline/integrity.py) and the caller-safe load reason
 (serving/model_loading.py), on plain folders: every rule a stored model can break."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import pytest
 import xgboost as xgb
 import yaml
 
-from serving.model_loading import public_reason
-from training.integrity import (
+from core.pipeline.integrity import (
     MANIFEST_FILE,
     ModelIntegrityError,
     content_checksum,
     verify_manifest,
     write_manifest,
 )
+from serving.model_loading import public_reason
 
 VERSION = "abc123"
 

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from training.extras import (
+from core.pipeline.extras import (
     ExtraColumn,
     encode_extra_frame,
     encode_extra_values,
     extra_problems,
     learn_categories,
 )
-from training.linear import LinearModel, PlattCalibration, fit_linear, logit, sigmoid
+from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear, logit, sigmoid
 
 REGION = ExtraColumn("region", "category", ("north", "south"))
 NPS = ExtraColumn("nps", "number")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from core import __version__
 from serving.openapi import REFUSALS, component_schemas, product_document
-from training import __version__
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from training import saabas
-from training.clean import CustomerCleaner
-from training.features import ChurnFeatures
-from training.linear import LinearModel, PlattCalibration
-from training.predict import ChurnPredictor
-from training.saabas import SaabasTables, top_k_by_magnitude
+from core.pipeline import saabas
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.features import ChurnFeatures
+from core.pipeline.linear import LinearModel, PlattCalibration
+from core.pipeline.predictor import ChurnPredictor
+from core.pipeline.saabas import SaabasTables, top_k_by_magnitude
 
 N_FEATURES = 12
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from training.schema import (
+from core.schema import (
     CATEGORIES,
     COLUMN_KINDS,
     RAW_COLUMNS,

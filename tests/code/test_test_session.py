@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.config import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from training.tracking import artifact_location
 
 IN_USE = "session folder in use: "

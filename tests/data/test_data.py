@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import sqlalchemy
 
-from training.config import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.pipeline.encode import encode_frame
+from core.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind
+from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 from training.data import (
     DataLoadError,
     TableSchemaError,
@@ -19,9 +21,7 @@ from training.data import (
     split_xy,
     validate_table,
 )
-from training.encode import encode_frame
 from training.generate import generate_customers, write_table
-from training.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from training.config import PROJECT_ROOT, TARGET_COLUMN
+from core.settings import PROJECT_ROOT, TARGET_COLUMN
 from training.data import load_table, prepare_table
 from training.profiles import ProfileError, apply_profile, load_profile
 

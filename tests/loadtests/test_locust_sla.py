@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import PROJECT_ROOT
+from launchers.server_process import start_server
 from loadtests.run import service_env
-from training.config import PROJECT_ROOT
-from training.server_process import start_server
 from training.train import TrainingOutcome
 
 RUN = PROJECT_ROOT / "loadtests" / "run.py"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.config import PROJECT_ROOT
+from core.pipeline.store import StoredPredictor
+from core.settings import PROJECT_ROOT
 from training.evaluate import evaluate_stored_model
 from training.profiles import load_profiled_table
-from training.store import StoredPredictor
 from training.train import TrainingOptions, TrainingOutcome, train_model
 
 TELCO = PROJECT_ROOT.parent / "shared" / "data" / "telco.csv"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from training.config import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from training.train import TrainingOutcome
 
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from core.pipeline.encode import encode_frame
+from core.pipeline.features import FEATURE_NAMES
+from core.pipeline.store import BOOSTER_FILE, METADATA_FILE, load_predictor
 from training.data import prepare_table, split_xy
-from training.encode import encode_frame
 from training.evaluate import METRIC_NAMES
-from training.features import FEATURE_NAMES
-from training.store import BOOSTER_FILE, METADATA_FILE, load_predictor
 from training.train import TrainingOptions, TrainingOutcome, final_round
 
 
@@ -76,7 +76,7 @@ def test_probabilities_rank_like_the_truth(trained: TrainingOutcome, synthetic_t
 
 def test_more_support_calls_never_lower_risk(trained: TrainingOutcome) -> None:
     """Directional: on average, adding support calls raises predicted churn."""
-    from training.encode import RAW_INDEX
+    from core.pipeline.encode import RAW_INDEX
 
     raw = trained.test_raw[:500].copy()
     base = trained.predictor.predict_proba(raw)

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
+from launchers.pg_server import PostgresServer
 from monitoring.database import PREDICTIONS, make_engine, upgrade_schema
 from monitoring.identity import customer_hash
 from monitoring.prediction_log import PredictionRecord
-from tests.pg_server import PostgresServer
 
 SECRET = b"test-secret-0123456789abcdef0123456789"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from monitoring.identity import KEY_FILE_NAME, customer_hash, load_id_secret, load_or_create_key
-from training.config import Settings
 
 
 def test_hash_is_keyed_hex_and_stable() -> None:

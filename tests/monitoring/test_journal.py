@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from core.settings import PROJECT_ROOT
 from monitoring.journal import JOURNAL_PREFIX, GroupCommit, Journal, adopt_dead_journals
 from monitoring.prediction_log import PredictionLog, PredictionRecord
-from training.config import PROJECT_ROOT
 
 Make = Callable[..., PredictionRecord]
 Count = Callable[..., int]

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from launchers.pg_server import PostgresServer
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
 from monitoring.prediction_log import PredictionLog, PredictionRecord
 from monitoring.records import record_row
 from monitoring.spool import READY_SUFFIX, REJECTED_FOLDER, Spool
 from tests.monitoring.conftest import SECRET
-from tests.pg_server import PostgresServer
 
 Make = Callable[..., PredictionRecord]
 Count = Callable[..., int]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, start_server
 from monitoring.database import make_engine
-from tests.pg_server import PostgresServer
-from training.redis_process import RedisServer
-from training.server_process import ServerProcess, start_server
 from training.train import TrainingOutcome
 
 KEYS = ("key-alpha-0001", "key-beta-0002", "key-gamma-0003")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from launchers.redis_process import RedisServer
 from serving.auth_limit import AuthFailureLimit, client_address, refusal_body
 from serving.rate_limit import LocalRateLimiter, Rate, RedisRateLimiter, check_and_get
 from tests.serving.async_helpers import FakeClock, fast_link
-from training.redis_process import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import yaml
 
-from training.integrity import MANIFEST_FILE, verify_manifest
-from training.server_process import ServerProcess, start_server
+from core.pipeline.integrity import MANIFEST_FILE, verify_manifest
+from launchers.server_process import ServerProcess, start_server
 from training.train import TrainingOutcome
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies
 from serving.errors import MAX_ERROR_DETAILS
-from tests.pg_server import PostgresServer
 from tests.serving.conftest import KEYS, serve
-from training.redis_process import RedisServer
-from training.server_process import ServerProcess, request_bodies
 from training.train import TrainingOutcome
 
 pytestmark = pytest.mark.server

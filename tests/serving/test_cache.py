@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from launchers.redis_process import RedisServer
 from monitoring.identity import customer_hash
 from serving.cache import (
     CacheUnavailable,
@@ -21,8 +23,6 @@ from serving.deletions import FILE_NAME as DELETIONS_FILE
 from serving.deletions import DeletionNotices
 from serving.redis_link import RedisLink
 from tests.serving.async_helpers import FakeClock, eventually, fast_link
-from training.config import Settings
-from training.redis_process import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from openapi_spec_validator import validate
 
-from tests.pg_server import PostgresServer
+from core import __version__
+from core.settings import MAX_BATCH_CUSTOMERS, Settings
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies
+from serving.scoring import RISK_LEVELS, risk_levels
 from tests.serving.conftest import KEYS, serve
-from training import __version__
-from training.config import MAX_BATCH_CUSTOMERS, Settings
-from training.redis_process import RedisServer
-from training.scoring import RISK_LEVELS, risk_levels
-from training.server_process import ServerProcess, request_bodies
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}

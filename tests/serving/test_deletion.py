@@ -18,12 +18,12 @@ import pytest
 import redis as redis_sync
 from sqlalchemy import Engine, select
 
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
-from tests.pg_server import PostgresServer
 from tests.serving.conftest import KEYS, SECRET, serve
-from training.redis_process import RedisServer
-from training.server_process import ServerProcess, request_bodies
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}

@@ -20,10 +20,10 @@ import psutil
 import pytest
 from sqlalchemy import Engine, select
 
+from launchers.pg_server import PostgresServer
+from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
-from tests.pg_server import PostgresServer
 from tests.serving.conftest import KEYS, serve
-from training.server_process import ServerProcess, request_bodies
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}

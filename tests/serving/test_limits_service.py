@@ -14,10 +14,10 @@ import httpx
 import pytest
 from redis import Redis
 
-from tests.pg_server import PostgresServer
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies
 from tests.serving.conftest import KEYS, serve
-from training.redis_process import RedisServer
-from training.server_process import ServerProcess, request_bodies
 from training.train import TrainingOutcome
 
 pytestmark = pytest.mark.server

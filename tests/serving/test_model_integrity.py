@@ -19,20 +19,20 @@ import httpx
 import pytest
 import redis as redis_client
 
-from tests.serving.conftest import KEYS, SECRET
-from training.config import MODEL_NAME, get_settings
-from training.integrity import MANIFEST_FILE, verify_manifest, write_manifest
-from training.redis_process import RedisServer
-from training.schema import CustomerData
-from training.scoring import LoadedModel, score_batch
-from training.server_process import ServerProcess, request_bodies, start_server
-from training.store import (
+from core.pipeline.integrity import MANIFEST_FILE, verify_manifest, write_manifest
+from core.pipeline.store import (
     BOOSTER_FILE,
     METADATA_FILE,
     PIPELINE_FILE,
     REFERENCE_FILE,
     stored_predictor,
 )
+from core.schema import CustomerData
+from core.settings import MODEL_NAME, get_settings
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies, start_server
+from serving.scoring import LoadedModel, score_batch
+from tests.serving.conftest import KEYS, SECRET
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}

@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select, text
 
+from core.pipeline.store import REFERENCE_FILE, load_predictor, save_predictor
+from core.settings import PROJECT_ROOT
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
-from tests.pg_server import PostgresServer
 from tests.serving.conftest import KEYS, SECRET, serve
 from tests.serving.load import Load
-from training.config import PROJECT_ROOT
-from training.redis_process import RedisServer
-from training.server_process import ServerProcess, request_bodies
-from training.store import REFERENCE_FILE, load_predictor, save_predictor
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from launchers.server_process import request_bodies, start_server
 from training.generate import generate_customers
 from training.profiles import apply_profile, load_profile
-from training.server_process import request_bodies, start_server
 from training.train import TrainingOptions, TrainingOutcome, train_model
 
 DAYS_PER_MONTH = 30.4375

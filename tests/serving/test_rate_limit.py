@@ -8,6 +8,7 @@ import functools
 import pytest
 from prometheus_client import REGISTRY
 
+from launchers.redis_process import RedisServer
 from serving.cache import LocalCache, RedisCache, cache_key
 from serving.rate_limit import (
     Decision,
@@ -23,7 +24,6 @@ from serving.rate_limit import (
 )
 from serving.redis_link import RedisLink
 from tests.serving.async_helpers import FakeClock, eventually, fast_link
-from training.redis_process import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from launchers.redis_process import RedisServer
+from launchers.server_process import free_port
 from serving.redis_link import CoalescedScript, LuaScript, RedisLink
-from training.redis_process import RedisServer
-from training.server_process import free_port
 
 pytestmark = pytest.mark.anyio
 

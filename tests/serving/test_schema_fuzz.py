@@ -14,7 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from sqlalchemy import Engine
 
-from training.server_process import ServerProcess
+from launchers.server_process import ServerProcess
 
 CASES_PER_OPERATION = 100
 """Four operations, valid and invalid generation: up to 800 requests (at least 500 asked)."""

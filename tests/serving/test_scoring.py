@@ -8,17 +8,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.schema import CustomerData, Prediction
+from core.settings import Settings
+from launchers.server_process import request_bodies
 from serving.batcher import PredictBatcher
-from training.config import Settings
-from training.schema import CustomerData, Prediction
-from training.scoring import (
+from serving.scoring import (
     RISK_LEVELS,
     LoadedModel,
     recommendation,
     risk_levels,
     score_batch,
 )
-from training.server_process import request_bodies
 from training.train import TrainingOutcome
 
 

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from training.schema import Prediction
-from training.server_process import request_bodies
+from core.schema import Prediction
+from launchers.server_process import request_bodies
 from training.train import TrainingOutcome
 
 CLIENTS = 64

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
 from monitoring.commands import db_app, feedback_app, retention
-from training.config import PROJECT_ROOT, get_settings, use_project_bentoml_home
 
 app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
@@ -109,9 +109,9 @@ def evaluate(
     ] = False,
 ) -> None:
     """Score a stored model on labelled data; same metric keys as training."""
+    from core.pipeline.store import load_predictor
     from training.evaluate import evaluate_stored_model
     from training.profiles import load_profiled_table
-    from training.store import load_predictor
 
     stored = load_predictor(model)
     table, _ = load_profiled_table(data, query, profile)
@@ -126,7 +126,7 @@ def evaluate(
 @app.command()
 def models() -> None:
     """List stored churn models, newest first."""
-    from training.store import list_models
+    from core.pipeline.store import list_models
 
     for tag in list_models():
         typer.echo(tag)
@@ -134,7 +134,7 @@ def models() -> None:
 
 def ensure_demo_model() -> None:
     """Train the demo model (20,000 synthetic customers) if the store has no model."""
-    from training.store import list_models
+    from core.pipeline.store import list_models
 
     if list_models():
         return

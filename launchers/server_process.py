@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from training.config import PROJECT_ROOT
-from training.extras import ExtraColumn
-from training.schema import COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
+from core.pipeline.extras import ExtraColumn
+from core.schema import COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
+from core.settings import PROJECT_ROOT
 
 STARTUP_SECONDS = 120
 

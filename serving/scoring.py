@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from training.config import Settings
-from training.encode import encode_customers
-from training.extras import extra_problems
-from training.predict import ChurnPredictor
-from training.schema import CustomerData
+from core.pipeline.encode import encode_customers
+from core.pipeline.extras import extra_problems
+from core.pipeline.predictor import ChurnPredictor
+from core.schema import CustomerData
+from core.settings import Settings
 
 RISK_LEVELS = ("low", "medium", "high")
 
@@ -54,7 +54,7 @@ ACTION_HINTS = {
 @dataclass(frozen=True)
 class LoadedModel:
     """The predictor the service scores with, the version it reports, and the content
-    checksum of its stored files (training/integrity.py), which keys the cache."""
+    checksum of its stored files (core/pipeline/integrity.py), which keys the cache."""
 
     predictor: ChurnPredictor
     version: str

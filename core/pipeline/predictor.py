@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from training.clean import CustomerCleaner
-from training.extras import ExtraColumn
-from training.features import ChurnFeatures
-from training.linear import LinearModel, PlattCalibration, sigmoid
-from training.saabas import SaabasTables, top_k_by_magnitude
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.extras import ExtraColumn
+from core.pipeline.features import ChurnFeatures
+from core.pipeline.linear import LinearModel, PlattCalibration, sigmoid
+from core.pipeline.saabas import SaabasTables, top_k_by_magnitude
 
 
 @dataclass(frozen=True)

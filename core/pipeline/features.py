@@ -1,7 +1,7 @@
 """Feature engineering: the design's 25 engineered features plus cleaned raw passthroughs.
 
 `ChurnFeatures` turns the CLEANED raw matrix (columns = `RAW_COLUMNS`, see
-`training.clean`) into the model matrix (columns = `FEATURE_NAMES`). Every feature is a
+`core.pipeline.clean`) into the model matrix (columns = `FEATURE_NAMES`). Every feature is a
 whole-column numpy expression, so one serving request and a 10,000-row training table go
 through the same code and cannot drift apart. A missing input (NaN) makes the features
 that need it NaN, which XGBoost routes natively; counts of services read a missing flag as
@@ -20,10 +20,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from training.clean import check_raw_matrix
-from training.encode import RAW_INDEX
-from training.extras import feature_name
-from training.schema import CATEGORIES, RAW_COLUMNS
+from core.pipeline.clean import check_raw_matrix
+from core.pipeline.encode import RAW_INDEX
+from core.pipeline.extras import feature_name
+from core.schema import CATEGORIES, RAW_COLUMNS
 
 ENGINEERED_FEATURES: tuple[str, ...] = (
     # Tenure (5)

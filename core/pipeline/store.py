@@ -7,7 +7,7 @@ Layout of a stored model (all plain files, no pickle):
 - ``metadata.yaml``   metrics, parameters, feature names, data hash, MLflow run id,
                       reference profile for drift checks
 - ``reference.parquet`` a sample of training feature rows, the drift reference
-- ``checksums.json``  SHA-256 of each file above and the version (training/integrity.py),
+- ``checksums.json``  SHA-256 of each file above and the version (core/pipeline/integrity.py),
                       verified before every load
 """
 
@@ -24,13 +24,13 @@ import xgboost as xgb
 import yaml
 from sklearn.base import BaseEstimator
 
-from training.clean import CustomerCleaner
-from training.config import MODEL_NAME, get_settings
-from training.extras import ExtraColumn
-from training.features import ChurnFeatures
-from training.integrity import verify_manifest, write_manifest
-from training.linear import LinearModel, PlattCalibration
-from training.predict import ChurnPredictor
+from core.pipeline.clean import CustomerCleaner
+from core.pipeline.extras import ExtraColumn
+from core.pipeline.features import ChurnFeatures
+from core.pipeline.integrity import verify_manifest, write_manifest
+from core.pipeline.linear import LinearModel, PlattCalibration
+from core.pipeline.predictor import ChurnPredictor
+from core.settings import MODEL_NAME, get_settings
 
 BOOSTER_FILE = "model.json"
 PIPELINE_FILE = "pipeline.json"
@@ -49,7 +49,7 @@ class StoredPredictor:
     metadata: dict[str, Any]
     path: Path
     checksum: str
-    """The content checksum of its verified files (training/integrity.py)."""
+    """The content checksum of its verified files (core/pipeline/integrity.py)."""
 
 
 def configured_signing_key() -> bytes | None:

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from training.server_process import free_port
+from launchers.server_process import free_port
 
 SERVICE_USER = "postgres"
 

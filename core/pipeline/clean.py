@@ -3,7 +3,7 @@
 `CustomerCleaner` learns its statistics on the training matrix only and replays them on
 every later matrix (validation folds, serving requests), so a request is cleaned exactly
 as the rows the model was trained on. Input and output are the raw float matrix of
-`training.encode` (columns = `RAW_COLUMNS`); the output keeps that layout.
+`core.pipeline.encode` (columns = `RAW_COLUMNS`); the output keeps that layout.
 
 All learned state is plain numpy arrays, so the model store can save it as JSON
 (``.tolist()``) and restore it with ``setattr``. ``transform`` is two whole-matrix numpy
@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from training.schema import COLUMN_KINDS, RAW_COLUMNS, ColumnKind
+from core.schema import COLUMN_KINDS, RAW_COLUMNS, ColumnKind
 
 
 def _columns_of(kinds: Sequence[str], *wanted: ColumnKind) -> np.ndarray:

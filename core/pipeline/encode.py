@@ -17,8 +17,8 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
-from training.extras import ExtraColumn, encode_extra_frame, encode_extra_values
-from training.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind, CustomerData
+from core.pipeline.extras import ExtraColumn, encode_extra_frame, encode_extra_values
+from core.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind, CustomerData
 
 RAW_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_COLUMNS)}
 """Column position of each raw field in the encoded matrix."""

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.server_process import free_port
+from launchers.server_process import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
