@@ -1,15 +1,18 @@
 """The BentoML service: `bentoml serve service:ChurnService`.
 
-Topology (measured, see BENCHMARKS.md): one service, one process per worker. The
-`Gateway` ASGI middleware (serving/gateway.py) answers `/predict` and `/predict/batch`
-itself: concurrent `/predict` requests are merged by BentoML's adaptive dispatcher
-(serving/batcher.py) and scored in one vectorised pass, without BentoML's per-request
-HTTP stack. A separate model service behind `bentoml.depends` added a network hop per
-request and, at default settings, shed load as 503s.
+How a request is answered (the measurements behind this layout are in BENCHMARKS.md):
 
-The API methods below declare the routes and their schema (OpenAPI), load the model,
-and answer what the gateway passes on: feedback, deletions, health, and scoring
-requests when no model is loaded.
+1. `serving/gateway.py`, an ASGI middleware in every worker, is the HTTP front door of the
+   protected routes: API key, content type, body size and shape.
+2. `serving/request_path.py` answers `/predict` and `/predict/batch`: parse and validate →
+   cache → adaptive batch (`serving/batcher.py`, BentoML's own dispatcher) → features →
+   booster (`serving/scoring.py`) → answer → log (`monitoring/`).
+3. The API methods below declare those routes to BentoML (its clients discover them in
+   `/schema.json`) and call the same request path when a caller reaches them in-process.
+   The front door answers HTTP requests before BentoML's per-request stack, which would
+   cost ≈ 1.3 ms of CPU each (BENCHMARKS.md).
+
+`/health` and deletions are FastAPI routes mounted on the service.
 """
 
 from __future__ import annotations
@@ -17,47 +20,39 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import uuid
+from http import HTTPStatus
+from typing import Any
 
 import bentoml
-from _bentoml_sdk.io_models import IOMixin
-from fastapi import FastAPI, Request
+import orjson
+from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from core import __version__
 from core.schema import BatchPrediction, CustomerData, Health, Prediction
 from core.settings import get_settings
-from serving.errors import ValidationErrorsAs422, quiet_validation_errors
+from serving import request_path
+from serving.adapters import Adapters, build_adapters
+from serving.api_specs import CustomerInput, LabelInput, body_of
 from serving.feedback_api import delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
 from serving.model_loading import find_model, load_model
-from serving.openapi import OpenAPIDocs
+from serving.openapi import LabelsReceived, OpenAPIDocs
+from serving.request_path import Answer, Caller
 from serving.route_metrics import label_routes_by_template
-from serving.runtime import ServingRuntime, build_runtime, install
 from serving.scoring import LoadedModel
 
 logger = logging.getLogger("churn.service")
 # BentoML's server logging keeps the root logger at WARNING; the product's own INFO lines
 # (model loaded, rejected requests by field) belong in the server log too.
 logging.getLogger("churn").setLevel(logging.INFO)
-quiet_validation_errors()
 label_routes_by_template()  # `/metrics` labels: route templates, never raw paths
 settings = get_settings()
 
-
-class PredictRequest(IOMixin, CustomerData):
-    """The flat body of `/predict`: one customer, not wrapped in another key."""
-
-
-PredictRequest.__root_input__ = True  # type: ignore[attr-defined]  # one argument, whole body
-
-
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 SCORING_ROUTES = ["/predict", "/predict/batch"]
 """Not traced by BentoML's OpenTelemetry middleware: a span per request cost ≈ 20 % of the
-worker's time at 64 clients (BENCHMARKS.md), and the gateway answers these routes itself."""
+worker's time at 64 clients (BENCHMARKS.md)."""
 
 health_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -87,8 +82,7 @@ class ChurnService:
         self.model: LoadedModel | None
         self.load_error: str | None
         self.model, self.load_error = load_model(lambda: self.model_ref, self.model_problem)
-        self.runtime: ServingRuntime = build_runtime(settings, self.model)
-        install(self.runtime)
+        self.adapters: Adapters = build_adapters(get_settings(), self.model, self.load_error)
         # Everything loaded so far (BentoML, pydantic, XGBoost, the model) lives for the
         # whole process: take it out of the collector's sight, or every full collection
         # walks it again under load (p99 at 64 clients 379 → 131 ms, BENCHMARKS.md).
@@ -98,47 +92,38 @@ class ChurnService:
     def flush_prediction_log(self) -> None:
         """Graceful shutdown (SIGTERM): every buffered log row reaches the database or,
         if it is down, the on-disk spool that the next start replays."""
-        install(None)
-        self.runtime.close()
+        self.adapters.close()
 
     def __is_ready__(self) -> bool:
         """`/readyz`: 200 only while this worker can score (a model loaded, the
         prediction log able to store), so a load balancer sends it no traffic otherwise."""
-        return self.runtime.readiness_problem(self.load_error) is None
+        return self.adapters.readiness_problem() is None
 
-    def unavailable(self) -> JSONResponse:
-        """The 503 for a scoring request that reaches BentoML's API methods."""
-        reason = self.load_error or (
-            "scoring is answered by the HTTP gateway (serving/gateway.py); "
-            "in Python, use serving.scoring.score_batch"
-        )
-        return error_response(503, reason)
-
-    # The two scoring APIs declare the routes and their schema (OpenAPI). While a model
-    # is loaded the gateway answers both itself (validation, cache, scoring, prediction
-    # log), so what reaches these methods has no model.
-    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
-    def predict(self, customer: CustomerData) -> Prediction:
+    @bentoml.api(route="/predict", input_spec=CustomerInput, output_spec=Prediction)
+    async def predict(self, **customer: Any) -> Prediction:
         """Score one customer (concurrent requests are merged into one batch)."""
-        return self.unavailable()  # type: ignore[return-value]
+        body = body_of(CustomerData, customer)
+        answer = await request_path.predict(body, _in_process(), self.adapters, _now())
+        return Prediction.model_validate_json(_answered(answer))
 
     @bentoml.api(route="/predict/batch")
-    def predict_batch(self, customers: list[CustomerData], /) -> BatchPrediction:
-        """Score up to 1,000 customers sent as one JSON array."""
-        return self.unavailable()  # type: ignore[return-value]
+    async def predict_batch(self, customers: list[CustomerData]) -> BatchPrediction:
+        """Score up to 1,000 customers in one vectorised pass."""
+        body = orjson.dumps({"customers": [c.model_dump(mode="json") for c in customers]})
+        answer = await request_path.predict_batch(body, _in_process(), self.adapters, _now())
+        return BatchPrediction.model_validate_json(_answered(answer))
 
-    @health_app.post("/feedback")
-    async def feedback(self, request: Request) -> JSONResponse:
-        """Ground truth: one label or a JSON array of them (customer_id, churned,
-        observed_date). 200 once stored; 202 if the database is down and the labels
-        were written to the on-disk spool instead."""
-        status, body = await receive_labels(self.runtime, await request.body())
-        return JSONResponse(body, status_code=status)
+    @bentoml.api(route="/feedback", input_spec=LabelInput, output_spec=LabelsReceived)
+    async def feedback(self, **label: Any) -> LabelsReceived:
+        """Ground truth for one customer (over HTTP, also a JSON array of labels). 200
+        once stored; 202 if the database is down and it was spooled to disk instead."""
+        status, body = await receive_labels(self.adapters, body_of(LabelInput, label))
+        return LabelsReceived.model_validate_json(_answered(Answer.of(status, body)))
 
     @health_app.delete("/customers/{customer_id}")
     async def delete_customer(self, customer_id: str) -> JSONResponse:
         """Right to deletion: the customer's logged predictions, labels and cache entries."""
-        status, body = await delete_customer_everywhere(self.runtime, customer_id)
+        status, body = await delete_customer_everywhere(self.adapters, customer_id)
         return JSONResponse(body, status_code=status)
 
     @health_app.get("/health")
@@ -154,9 +139,35 @@ class ChurnService:
         )
 
 
-# The first middleware added is the outermost: the gateway sees every request first.
-ChurnService.add_asgi_middleware(Gateway)  # type: ignore[attr-defined]
-ChurnService.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
+def current_adapters() -> Adapters | None:
+    """The adapters of this worker's service instance (None until BentoML has built it).
+    `bentoml.get_current_service` is how BentoML hands its own class views the instance."""
+    try:
+        service: ChurnService = bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None
+    return getattr(service, "adapters", None)
+
+
+def _in_process() -> Caller:
+    """A caller inside this process: rate-limited as one client, like any other."""
+    return Caller(client_id="in-process", address="in-process", request_id=uuid.uuid4().hex)
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def _answered(answer: Answer) -> bytes:
+    """The answer's body, or the refusal as the BentoML exception of its status."""
+    if answer.status < 300:
+        return answer.body
+    message = str(orjson.loads(answer.body))
+    raise bentoml.exceptions.BentoMLException(message, error_code=HTTPStatus(answer.status))
+
+
+# The first middleware added is the outermost: the front door sees every request first.
+ChurnService.add_asgi_middleware(Gateway, adapters_of=current_adapters)  # type: ignore[attr-defined]
 # `/docs.json` is the product's document (serving/openapi.py), `/docs` its UI.
 ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     OpenAPIDocs,

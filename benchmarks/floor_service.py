@@ -2,8 +2,8 @@
 
     BENTOML_HOME=bentos .venv/bin/bentoml serve benchmarks.floor_service:FloorService
 
-Same BentoML version, same input technique as `service.py` (`PredictRequest`: the flat
-`CustomerData` body as the root input, validated by pydantic), same worker count (override
+Same BentoML version, same input technique as `service.py` (`serving.api_specs.CustomerInput`:
+the flat `CustomerData` body, validated by pydantic), same worker count (override
 with ``BENTOML_CONFIG_OVERRIDES='{"services": {"floor_service": {"workers": N}}}'``),
 metrics on, access log off. No model, no cache, no log, no auth: what is left is BentoML's
 own per-request cost, which no service on this stack can undercut. `benchmarks/side_by_side.py`
@@ -15,16 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import bentoml
-from _bentoml_sdk.io_models import IOMixin
 
 from core.schema import CustomerData
-
-
-class PredictRequest(IOMixin, CustomerData):
-    """The flat body of `/predict`, exactly as `service.py` declares it."""
-
-
-PredictRequest.__root_input__ = True  # type: ignore[attr-defined]  # one argument, whole body
+from serving.api_specs import CustomerInput
 
 ANSWER: dict[str, Any] = {
     "customer_id": "C1",
@@ -50,8 +43,8 @@ ANSWER: dict[str, Any] = {
 class FloorService:
     """Validate, then answer without doing anything."""
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest)
-    async def predict(self, customer: CustomerData) -> dict[str, Any]:
+    @bentoml.api(route="/predict", input_spec=CustomerInput)
+    async def predict(self, **customer: Any) -> dict[str, Any]:
         return ANSWER
 
     @bentoml.api(route="/predict/batch")

@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
-
 from core.schema import CustomerData
+from serving.bentoml_internals import CorkDispatcher
 from serving.metrics import observe_batch_size
 
 logger = logging.getLogger("churn.batcher")

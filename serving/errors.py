@@ -1,21 +1,17 @@
 """Error answers the API promises: 422 naming the field and the rule it broke.
 
-BentoML answers pydantic validation errors with 400 and pydantic's detail list;
-`ValidationErrorsAs422` reshapes those, and the other endpoints build the same body with
-`validation_body`. Answers and log lines list at most `MAX_ERROR_DETAILS` problems and say
+Every route builds its 422 with `validation_body` (or `describe_validation_errors` from
+pydantic's detail list). Answers and log lines list at most `MAX_ERROR_DETAILS` problems and say
 how many were left out, so an invalid request costs little to answer whatever it holds.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def _field_name(location: Sequence[Any]) -> str:
@@ -97,49 +93,6 @@ def list_problems(adapter: TypeAdapter[Any], items: list[Any]) -> ListProblems:
     return ListProblems(found, len(items) - start)
 
 
-class ValidationErrorsAs422:
-    """ASGI middleware: BentoML answers validation errors with 400; the API promises 422.
-
-    Only 400 answers are buffered and rewritten; every other response streams through.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        held: list[Message] = []
-
-        async def rewrite(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 400:
-                held.append(message)
-                return
-            if not held:
-                await send(message)
-                return
-            held.append(message)
-            if message.get("more_body"):
-                return
-            body = b"".join(m.get("body", b"") for m in held[1:])
-            start = held[0]
-            try:
-                detail = json.loads(body)["detail"]
-                body = json.dumps(describe_validation_errors(detail)).encode()
-                start = {**start, "status": 422}
-                start["headers"] = [
-                    (k, str(len(body)).encode() if k.lower() == b"content-length" else v)
-                    for k, v in start["headers"]
-                ]
-            except (ValueError, KeyError, TypeError):
-                pass  # not a validation error: pass the 400 through unchanged
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewrite)
-
-
 def invalid_fields(error: ValidationError | Sequence[dict[str, Any]]) -> str:
     """The fields a validation error names (the first `MAX_ERROR_DETAILS`, and how many
     more), never their values (ids are personal data)."""
@@ -148,23 +101,3 @@ def invalid_fields(error: ValidationError | Sequence[dict[str, Any]]) -> str:
     listed = ", ".join(dict.fromkeys(names[:MAX_ERROR_DETAILS]))
     more = len(names) - MAX_ERROR_DETAILS
     return f"{listed} and {more} more problems" if more > 0 else listed
-
-
-class QuietValidationErrors(logging.Filter):
-    """BentoML logs every rejected request with a traceback whose pydantic message repeats
-    the input (customer ids included). Keep one line naming the fields, never the values."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, ValidationError):
-            record.msg, record.args = "rejected request: invalid %s", (invalid_fields(error),)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def quiet_validation_errors() -> None:
-    """Install `QuietValidationErrors` on BentoML's HTTP error logger (idempotent)."""
-    target = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, QuietValidationErrors) for f in target.filters):
-        target.addFilter(QuietValidationErrors())

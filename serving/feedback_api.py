@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.schema import CustomerId
 from monitoring.feedback import Label, spool_labels, store_labels
 from monitoring.privacy import delete_customer
+from serving.adapters import Adapters
 from serving.cache import CacheUnavailable
 from serving.errors import describe_validation_errors, list_problems, validation_body
-from serving.runtime import ServingRuntime
 
 logger = logging.getLogger("churn.feedback")
 
@@ -48,7 +48,7 @@ def _invalid_labels(data: Any, error: ValidationError) -> dict[str, Any]:
     return describe_validation_errors(problems.errors, problems.unchecked)
 
 
-async def receive_labels(runtime: ServingRuntime, body: bytes) -> tuple[int, dict[str, Any]]:
+async def receive_labels(runtime: Adapters, body: bytes) -> tuple[int, dict[str, Any]]:
     """Validate and store labels: (HTTP status, answer body)."""
     try:
         data = orjson.loads(body)
@@ -103,7 +103,7 @@ def customer_id_problems(customer_id: str) -> dict[str, Any] | None:
 
 
 async def delete_customer_everywhere(
-    runtime: ServingRuntime, customer_id: str
+    runtime: Adapters, customer_id: str
 ) -> tuple[int, dict[str, Any]]:
     """Remove a customer's predictions, labels and cache entries: (status, body).
 

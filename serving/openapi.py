@@ -15,7 +15,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -27,6 +26,7 @@ from core import __version__
 from core.schema import BatchPrediction, CustomerData, Health, Prediction
 from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.feedback import Label
+from serving.bentoml_internals import SWAGGER_UI_PAGE
 from serving.feedback_api import MAX_LABELS_PER_REQUEST
 
 OPENAPI_VERSION = "3.1.0"
@@ -156,7 +156,23 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "predict_batch",
         "scoring",
         {200: ("One prediction per customer, in request order.", ref(BatchPrediction))},
-        body={"type": "array", "items": ref(CustomerData), "maxItems": MAX_BATCH_CUSTOMERS},
+        body={
+            "oneOf": [
+                {"type": "array", "items": ref(CustomerData), "maxItems": MAX_BATCH_CUSTOMERS},
+                {
+                    "type": "object",
+                    "properties": {
+                        "customers": {
+                            "type": "array",
+                            "items": ref(CustomerData),
+                            "maxItems": MAX_BATCH_CUSTOMERS,
+                        }
+                    },
+                    "required": ["customers"],
+                    "additionalProperties": False,
+                },
+            ]
+        },
         headers={200: REQUEST_ID},
     ),
     ("post", "/feedback"): Operation(
@@ -304,9 +320,7 @@ def product_document(base: dict[str, Any]) -> dict[str, Any]:
 def _ui_page() -> bytes:
     """BentoML's Swagger UI page; it loads `./docs.json` and `./static_content/…`, which
     resolve the same from `/docs` as from `/`."""
-    import _bentoml_impl.server
-
-    return (Path(_bentoml_impl.server.__file__).parent / "main-openapi.html").read_bytes()
+    return SWAGGER_UI_PAGE.read_bytes()
 
 
 class OpenAPIDocs:

@@ -7,25 +7,26 @@ unique paths: 100,000 series, a 20 MB `/metrics`). Here the label is the templat
 route the path matches (`/customers/{customer_id}`), and every path no route matches shares
 `UNMATCHED`, so the number of series is bounded by the routes.
 
-This is the ONE module that imports BentoML's private server internals (and reads FastAPI's
-included-router attributes by name); `tests/serving/test_route_metrics.py` fails loudly if
-an upgrade moves them or nests the service's routes differently.
+BentoML's middleware class comes from serving/bentoml_internals.py (the one module with
+private BentoML imports); `tests/serving/test_route_metrics.py` fails loudly if an upgrade
+nests the service's routes differently.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bentoml._internal.server.http import instruments
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.bentoml_internals import METRICS_MIDDLEWARE_HOLDER, METRICS_MIDDLEWARE_NAME
 
 UNMATCHED = "unmatched"
 """The `endpoint` label of every path no route matches (404s, scanners)."""
 
 ORIGINAL_SCOPE = "churn.original_scope"
 """Where the labelled copy of the scope keeps the original, for :func:`restoring`."""
-_BentoMLMetrics: type[Any] = instruments.RunnerTrafficMetricsMiddleware
+_BentoMLMetrics: type[Any] = getattr(METRICS_MIDDLEWARE_HOLDER, METRICS_MIDDLEWARE_NAME)
 
 
 def route_template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> str | None:
@@ -126,4 +127,4 @@ def restoring(app: ASGIApp) -> ASGIApp:
 def label_routes_by_template() -> None:
     """Make BentoML build its metrics middleware from `RouteTemplateMetrics` (call at
     import of the service module: BentoML looks the class up when it builds the app)."""
-    instruments.RunnerTrafficMetricsMiddleware = RouteTemplateMetrics  # type: ignore[misc,assignment]
+    setattr(METRICS_MIDDLEWARE_HOLDER, METRICS_MIDDLEWARE_NAME, RouteTemplateMetrics)

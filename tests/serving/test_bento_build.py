@@ -53,7 +53,20 @@ def project_files_the_service_needs() -> list[str]:
     return modules + [str(f.relative_to(PROJECT_ROOT)) for f in extra]
 
 
-SOURCES = ("service.py", "bentofile.yaml", "requirements.txt", "training", "serving", "monitoring")
+SOURCES = (
+    "service.py",
+    "cli.py",
+    "bentofile.yaml",
+    "requirements.txt",
+    "core",
+    "training",
+    "serving",
+    "monitoring",
+    "launchers",
+    "tests",
+    "benchmarks",
+    "loadtests",
+)
 """What a checkout holds that the build reads."""
 WORKER_MODULE = "_bentoml_impl.worker.service"
 
@@ -108,6 +121,16 @@ def test_the_readmes_build_command_builds_a_bento_with_the_model(
     packed = bento_dir / "src"
     missing = [f for f in project_files_the_service_needs() if not (packed / f).exists()]
     assert not missing, f"the Bento lacks files the service imports or reads: {missing}"
+    # ...and nothing that only tests, benchmarks, fitting or the CLI use.
+    packed_files = [str(f.relative_to(packed)) for f in packed.rglob("*") if f.is_file()]
+    helpers = [
+        f
+        for f in packed_files
+        if f.split("/")[0] in ("tests", "launchers", "benchmarks", "loadtests", "training")
+        or f == "cli.py"
+    ]
+    assert not helpers, f"the Bento ships test, benchmark or fitting files: {helpers}"
+    assert "service.py" in packed_files and "core/pipeline/predictor.py" in packed_files
     tag = f"{manifest['name']}:{manifest['version']}"
     env["BENTOML_HOME"] = str(project / "bentos")
 

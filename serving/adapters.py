@@ -1,8 +1,9 @@
-"""Everything a worker needs besides the model: keys, limits, cache, prediction log.
+"""The adapters of one worker: API keys, rate limits, cache, batcher, prediction log, model.
 
-One `ServingRuntime` per worker process, built by the service at start-up and found by
-the gateway middleware through `current_runtime()` (the middleware is constructed by
-BentoML before the service instance exists, so it cannot be handed the runtime).
+`build_adapters` assembles them from the settings when the service starts (service.py's
+`__init__`); the request path (serving/request_path.py) and the HTTP front door
+(serving/gateway.py) receive them as an argument. Methods here are the small policies that
+tie two adapters together (a rate-limit refusal's 429, the cache entry of a model).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
-
-from core.schema import ID_COLUMN, CustomerData
+from core.schema import CustomerData
 from core.settings import Settings
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
@@ -45,25 +44,13 @@ from serving.scoring import LoadedModel, ScoredBatch, extra_field_problems, scor
 
 logger = logging.getLogger("churn.runtime")
 
-_current: ServingRuntime | None = None
-Answer = tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]
-"""A small JSON answer: status, body, extra headers (what the gateway's `respond` takes)."""
-_customer_fields = TypeAdapter(list[CustomerData])
-
-
-def current_runtime() -> ServingRuntime | None:
-    """The runtime of this worker, once the service has started."""
-    return _current
-
-
-def install(runtime: ServingRuntime | None) -> None:
-    global _current
-    _current = runtime
+JsonAnswer = tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]
+"""A small JSON answer: status, body, extra headers."""
 
 
 @dataclass
-class ServingRuntime:
-    """Per-worker state of the production path; see `build_runtime`."""
+class Adapters:
+    """What one worker's request path works with; see `build_adapters`."""
 
     settings: Settings
     model_version: str | None
@@ -76,6 +63,8 @@ class ServingRuntime:
     auth_failures: AuthFailureLimit | None = None
     """Failed authentications per client address (None: keys are off, nothing can fail)."""
     model: LoadedModel | None = None
+    load_error: str | None = None
+    """Why no model is loaded (None: one is, or none was asked for)."""
     batcher: PredictBatcher | None = None
     predicting: int = 0
     """`/predict` requests of this worker between arrival and answer."""
@@ -126,7 +115,7 @@ class ServingRuntime:
 
     async def failed_authentication(
         self, verdict: AuthFailure, address: str, status: int, message: str
-    ) -> Answer:
+    ) -> JsonAnswer:
         """A missing or wrong key: its 401/403, recorded against the address; a 429 once
         the address is over its failure limit (the verdict on the key stays unknown)."""
         if self.auth_failures is None:
@@ -138,7 +127,7 @@ class ServingRuntime:
         count_auth_failure(verdict)
         return status, {"error": message}, []
 
-    async def before_admission(self, address: str, status: int, message: str) -> Answer:
+    async def before_admission(self, address: str, status: int, message: str) -> JsonAnswer:
         """An answer given before admission (413, 415); a 429 instead for an address over
         its failure limit (asking Redis too), or the status would tell that a key is right."""
         if self.auth_failures is not None:
@@ -148,7 +137,7 @@ class ServingRuntime:
                 return self.too_many(decision.refused_by, decision.retry_after)
         return status, {"error": message}, []
 
-    def too_many(self, refused_by: Refusal | None, retry_after: int) -> Answer:
+    def too_many(self, refused_by: Refusal | None, retry_after: int) -> JsonAnswer:
         """The 429 with `Retry-After`: the limit that was hit and when to retry."""
         failure_text = self.settings.auth_failure_limit
         body = refusal_body(refused_by, retry_after, self.rate_text, failure_text)
@@ -158,110 +147,33 @@ class ServingRuntime:
         """Customers whose `extra` object does not fit the served model: position → problems."""
         return extra_field_problems(self.model, customers) if self.model else {}
 
-    def score_rows(self, customers: Sequence[CustomerData]) -> list[dict[str, Any]]:
-        """Score validated customers now, in this thread: one `Prediction` dict each."""
-        return self.score(customers).rows()
-
     def score(self, customers: Sequence[CustomerData], started: float | None = None) -> ScoredBatch:
+        """Score validated customers now, in this thread (the batcher's scoring function)."""
         if self.model is None:
             raise RuntimeError("no model is loaded")
         return score_batch(self.model, customers, self.settings, started)
 
+    def score_rows(self, customers: Sequence[CustomerData]) -> list[dict[str, Any]]:
+        return self.score(customers).rows()
+
     async def score_in_background(
         self, customers: Sequence[CustomerData], started: float
     ) -> ScoredBatch:
-        """A `/predict/batch` request, scored in the scoring thread (the event loop stays free)."""
+        """A batch scored in the scoring thread (the event loop stays free)."""
         if self.batcher is None:
             return self.score(customers, started)
         return await self.batcher.run(self.score, customers, started)
 
+    def no_model_reason(self) -> str:
+        return self.load_error or "no model is loaded"
+
+    def remember(self, key: str, prediction: dict[str, Any], customer_id: str) -> None:
+        """Keep a scored answer in the cache, without the raw customer id."""
+        if self.cache is not None:
+            self.cache.remember(key, cache_value(prediction), self.hash_id(customer_id))
+
     def hash_id(self, customer_id: str) -> str:
         return customer_hash(customer_id, self.id_secret)
-
-    def _record(
-        self,
-        hashed_id: str,
-        features: dict[str, Any],
-        prediction: dict[str, Any],
-        request_id: str,
-        latency_ms: float,
-        cache: str,
-        endpoint: str = "predict",
-    ) -> PredictionRecord:
-        return PredictionRecord(
-            request_id=request_id,
-            customer_hash=hashed_id,
-            model_version=str(prediction.get("model_version", self.model_version)),
-            features=features,
-            churn_probability=float(prediction["churn_probability"]),
-            will_churn=bool(prediction["will_churn"]),
-            risk_level=str(prediction["risk_level"]),
-            latency_ms=latency_ms,
-            cache=cache,
-            endpoint=endpoint,
-        )
-
-    async def after_prediction(
-        self,
-        customer: CustomerData,
-        features: dict[str, Any],
-        prediction: dict[str, Any],
-        key: str | None,
-        request_id: str,
-        latency_ms: float,
-    ) -> None:
-        """A scored `/predict` (`features`: the request's fields without the id): remember
-        the answer in the cache (without the raw id) and log it. Raises NotDurable if the
-        row cannot be kept."""
-        hashed_id = self.hash_id(customer.customer_id)
-        if key is not None and self.cache is not None:
-            self.cache.remember(key, cache_value(prediction), hashed_id)
-        cache = "miss" if key is not None else "none"
-        await self._write(
-            [self._record(hashed_id, features, prediction, request_id, latency_ms, cache)]
-        )
-
-    async def log_hit(
-        self,
-        customer: CustomerData,
-        features: dict[str, Any],
-        prediction: dict[str, Any],
-        request_id: str,
-        latency_ms: float,
-    ) -> None:
-        """A `/predict` answered from the cache is still a served prediction: log it."""
-        hashed_id = self.hash_id(customer.customer_id)
-        await self._write(
-            [self._record(hashed_id, features, prediction, request_id, latency_ms, "hit")]
-        )
-
-    async def after_batch(
-        self,
-        customers: Sequence[CustomerData],
-        predictions: Sequence[dict[str, Any]],
-        request_id: str,
-        latency_ms: float,
-    ) -> None:
-        """A scored `/predict/batch`: one log row per customer."""
-        fields = _customer_fields.dump_python(
-            list(customers), mode="json", exclude_none=True, exclude={"__all__": {ID_COLUMN}}
-        )
-        await self._write(
-            [
-                self._record(
-                    self.hash_id(customer.customer_id),
-                    features,
-                    prediction,
-                    request_id,
-                    latency_ms,
-                    "none",
-                    "batch",
-                )
-                for customer, features, prediction in zip(
-                    customers, fields, predictions, strict=True
-                )
-            ]
-        )
 
     async def forget_customer(self, customer_id: str) -> int:
         """Drop every cache entry of a customer (right to deletion)."""
@@ -269,7 +181,7 @@ class ServingRuntime:
             return 0
         return await self.cache.forget_customer(self.hash_id(customer_id))
 
-    async def _write(self, records: list[PredictionRecord]) -> None:
+    async def write_log(self, records: list[PredictionRecord]) -> None:
         """Hand rows to the log and, once a second, refresh its metrics. With the journal
         on, returns once the rows are on disk (raises NotDurable if they cannot be): the
         caller answers only then, so a killed worker loses no answered prediction."""
@@ -311,14 +223,14 @@ class ServingRuntime:
         set_log_pending_rows(stats.pending)
         self._reported = stats
 
-    def readiness_problem(self, load_error: str | None = None) -> str | None:
+    def readiness_problem(self) -> str | None:
         """Why this worker cannot serve a scoring request right now (None: it can).
 
         Ready means "can score": a model is loaded and the prediction log can make the
         rows it is handed durable.
         """
         if self.model is None:
-            return load_error or "no model is loaded"
+            return self.no_model_reason()
         return self.log.durability_problem()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -328,7 +240,9 @@ class ServingRuntime:
         self.log.close(timeout)
 
 
-def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRuntime:
+def build_adapters(
+    settings: Settings, model: LoadedModel | None, load_error: str | None = None
+) -> Adapters:
     """Assemble the runtime from the settings; warns loudly when auth is off."""
     api_keys = load_api_keys(settings.api_keys)
     if not api_keys:
@@ -341,10 +255,11 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
     secret = load_id_secret(settings)
     log = PredictionLog.from_settings(settings)
     failures = parse_rate(settings.auth_failure_limit)
-    runtime = ServingRuntime(
+    parts = Adapters(
         settings=settings,
         model_version=model.version if model else None,
         model=model,
+        load_error=load_error,
         api_keys=api_keys,
         limiter=make_rate_limiter(rate, link),
         cache=make_cache(settings, link),
@@ -354,7 +269,7 @@ def build_runtime(settings: Settings, model: LoadedModel | None) -> ServingRunti
         auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
     )
     if model is not None:
-        runtime.batcher = PredictBatcher(
-            runtime.score_rows, settings.max_batch_size, settings.max_latency_ms
+        parts.batcher = PredictBatcher(
+            parts.score_rows, settings.max_batch_size, settings.max_latency_ms
         )
-    return runtime
+    return parts
