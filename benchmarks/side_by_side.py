@@ -134,9 +134,9 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def product_revision() -> str:
+def product_revision(project: Path = PROJECT_ROOT) -> str:
     """The commit measured, and which product files differ from it (others may be editing)."""
-    git = ["git", "-C", str(PROJECT_ROOT)]
+    git = ["git", "-C", str(project)]
     try:
         head = subprocess.run(
             [*git, "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=True
@@ -148,6 +148,7 @@ def product_revision() -> str:
                 "--porcelain",
                 "--",
                 "service.py",
+                "core",
                 "serving",
                 "monitoring",
                 "training",
@@ -215,12 +216,20 @@ def bentoml_overrides(service_name: str, workers: int) -> str:
     return json.dumps({"services": {service_name: {"workers": workers}}})
 
 
-def start_product(home: Path, scratch: Path, workers: int, redis_url: str | None) -> Server:
+def start_product(
+    home: Path,
+    scratch: Path,
+    workers: int,
+    redis_url: str | None,
+    name: str = "product",
+    project: Path = PROJECT_ROOT,
+) -> Server:
+    """The product as deployed; `project`: another checkout (`--previous`) with its own venv."""
     env = {
-        "DATABASE_URL": f"sqlite:///{scratch / 'product_predictions.db'}",
+        "DATABASE_URL": f"sqlite:///{scratch / f'{name}_predictions.db'}",
         "CHURN_API_KEYS": API_KEY,
         "CHURN_RATE_LIMIT": "100000000/minute",
-        "CHURN_SPOOL_DIR": str(scratch / "product_spool"),
+        "CHURN_SPOOL_DIR": str(scratch / f"{name}_spool"),
         "CHURN_ID_HASH_SECRET": secrets.token_hex(16),
         "BENTOML_CONFIG_OVERRIDES": bentoml_overrides("churn_service", workers),
     }
@@ -228,18 +237,33 @@ def start_product(home: Path, scratch: Path, workers: int, redis_url: str | None
         env["REDIS_URL"] = redis_url
     else:
         os.environ.pop("REDIS_URL", None)
-    log = scratch / "product.log"
-    server = start_server(home, log, env, service="service:ChurnService")
+    log = scratch / f"{name}.log"
+    server = start_server(home, log, env, service="service:ChurnService", project=project)
     cache = "Redis" if redis_url else "in-process cache"
+    python = Path(sys.executable) if project == PROJECT_ROOT else project / ".venv/bin/python"
+    where = f", HTTP stack: {http_stack(python)}"
+    if project != PROJECT_ROOT:
+        where += f", code: {product_revision(project)}"
     return Server(
-        "product",
+        name,
         server.url,
         server.process,
         log,
         server.stop,
         API_KEY,
-        f"log: SQLite, cache: {cache}, API key, rate limit 1e8/min",
+        f"log: SQLite, cache: {cache}, API key, rate limit 1e8/min{where}",
     )
+
+
+def http_stack(python: Path) -> str:
+    """Which of uvicorn's compiled parts an environment has (uvicorn picks them if present)."""
+    probe = (
+        "import importlib.util as u; "
+        "print(*(bool(u.find_spec(m)) for m in ('httptools', 'uvloop')))"
+    )
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout
+    httptools, uvloop = (word == "True" for word in found.split())
+    return f"httptools {'yes' if httptools else 'no'}, uvloop {'yes' if uvloop else 'no'}"
 
 
 def start_floor(home: Path, scratch: Path, workers: int) -> Server:
@@ -742,6 +766,9 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
             )
     if product:
         lines += target_lines(product, peer, floor)
+    previous = by_name.get("previous")
+    if product and previous:
+        lines += previous_lines(product, previous)
     for r in all_results:
         total, largest = r.rss_after_64
         lines.append(
@@ -749,6 +776,48 @@ def report(all_results: list[Results], args: argparse.Namespace, context: dict[s
             f"process tree (largest process {largest:.0f} MiB)"
         )
     print("\n".join(lines))
+
+
+def previous_lines(product: Results, previous: Results) -> list[str]:
+    """Issue 14's targets: the product against the previous version, both fresh installs."""
+    rows = []
+    for clients in (1, 16, 64):
+        now, before = closed_at(product, clients), closed_at(previous, clients)
+        if now and before:
+            rows.append(
+                [
+                    str(clients),
+                    f"{before.rps:.0f} → {now.rps:.0f}",
+                    f"**{now.rps / before.rps:.2f}×**",
+                    f"{before.p50_ms:.2f} → {now.p50_ms:.2f}",
+                    f"{before.p99_ms:.1f} → {now.p99_ms:.1f}",
+                    f"{before.errors} / {now.errors}",
+                ]
+            )
+    one, one_before = closed_at(product, 1), closed_at(previous, 1)
+    p64, p64_before = closed_at(product, 64), closed_at(previous, 64)
+    verdicts = []
+    if p64 and p64_before:
+        ratio = p64.rps / p64_before.rps
+        verdicts.append(f"64 clients req/s ≥ 1.3× previous: {ratio:.2f}× ({_met(ratio >= 1.3)})")
+        verdicts.append(f"errors at 64 clients: {p64.errors} ({_met(p64.errors == 0)})")
+    if one and one_before:
+        verdicts.append(
+            f"1-client p50 no worse: {one_before.p50_ms:.2f} → {one.p50_ms:.2f} ms "
+            f"({_met(one.p50_ms <= one_before.p50_ms * 1.05)}; 5 % allowed for noise)"
+        )
+    return [
+        "",
+        "Product vs previous (closed loop, cache misses):",
+        "",
+        table(["clients", "req/s", "ratio", "p50 ms", "p99 ms", "errors before / now"], rows),
+        "",
+        *[f"- {v}" for v in verdicts],
+    ]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
 
 
 def target_lines(product: Results, peer: Results | None, floor: Results | None) -> list[str]:
@@ -825,7 +894,13 @@ def main() -> None:
         "--servers",
         nargs="+",
         default=["product", "peer", "floor"],
-        choices=["product", "peer", "floor"],
+        choices=["product", "peer", "floor", "previous"],
+    )
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="a checkout of an earlier version with its own fresh .venv: served as "
+        "'previous' with the product's settings, and compared with it",
     )
     parser.add_argument("--no-redis", action="store_true", help="in-process cache only")
     parser.add_argument(
@@ -878,7 +953,19 @@ def main() -> None:
             home, scratch, args.workers, redis.url_for(1) if redis else None
         ),
         "floor": lambda: start_floor(home, scratch, args.workers),
+        "previous": lambda: start_product(
+            home,
+            scratch,
+            args.workers,
+            redis.url_for(2) if redis else None,
+            name="previous",
+            project=args.previous.resolve(),
+        ),
     }
+    if args.previous and "previous" not in args.servers:
+        args.servers.append("previous")
+    if "previous" in args.servers and not args.previous:
+        parser.error("--servers previous needs --previous DIR")
     all_results = []
     try:
         for name in args.servers:

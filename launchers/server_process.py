@@ -55,17 +55,23 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     service: str = "service:ChurnService",
     wait_for: str = "/readyz",
+    project: Path = PROJECT_ROOT,
 ) -> ServerProcess:
     """Start `service` over `bentoml_home` and wait until `wait_for` answers 200
-    (`/livez` for a service that is up but, by design, not ready)."""
+    (`/livez` for a service that is up but, by design, not ready). `project`: another
+    checkout to serve, with its own `.venv` (a benchmark's previous version)."""
     port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **(extra_env or {})}
-    bentoml = Path(sys.executable).with_name("bentoml")
+    bentoml = (
+        Path(sys.executable).with_name("bentoml")
+        if project == PROJECT_ROOT
+        else project / ".venv" / "bin" / "bentoml"
+    )
     command = [str(bentoml), "serve", service, "--port", str(port)]
     command += ["--host", "127.0.0.1"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_SECONDS
