@@ -26,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.schema import ID_COLUMN, CustomerData
+from core.schema import CustomerData, batch_envelope
 from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.journal import NotDurable
 from serving.auth import api_key_from_headers
@@ -136,7 +136,7 @@ class ParsedCustomer:
 
     customer: CustomerData
     features: dict[str, Any]
-    """The request's fields without nulls and without the customer id (the log stores these)."""
+    """The request's fields without nulls: what the log stores (its record drops the id)."""
     canonical: bytes
     """The whole request with sorted keys and no nulls: what the cache key hashes."""
 
@@ -146,7 +146,6 @@ def parse_customer(body: bytes) -> ParsedCustomer:
     customer = CustomerData.model_validate_json(body)
     fields = customer.model_dump(mode="json", exclude_none=True)
     canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    del fields[ID_COLUMN]
     return ParsedCustomer(customer, fields, canonical)
 
 
@@ -353,14 +352,9 @@ class Gateway:
         runtime.check_durable()
         scored = await runtime.score_in_background(customers, started) if customers else None
         predictions = scored.rows() if scored else []
-        answer = orjson.dumps(
-            {
-                "predictions": predictions,
-                "total_processed": len(predictions),
-                "high_risk_count": scored.high_risk_count if scored else 0,
-                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
-            }
-        )
+        high_risk = scored.high_risk_count if scored else 0
+        processing_ms = (time.perf_counter() - started) * 1000.0
+        answer = orjson.dumps(batch_envelope(predictions, high_risk, processing_ms))
         latency_ms = (time.perf_counter() - started) * 1000.0
         await runtime.after_batch(customers, predictions, request_id, latency_ms)
         await respond_bytes(send, 200, answer, headers)

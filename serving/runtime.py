@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from core.schema import ID_COLUMN, CustomerData
+from core.schema import CustomerData
 from core.settings import Settings
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
@@ -188,17 +188,15 @@ class ServingRuntime:
         cache: str,
         endpoint: str = "predict",
     ) -> PredictionRecord:
-        return PredictionRecord(
+        return PredictionRecord.from_answer(
+            prediction,
             request_id=request_id,
             customer_hash=hashed_id,
-            model_version=str(prediction.get("model_version", self.model_version)),
             features=features,
-            churn_probability=float(prediction["churn_probability"]),
-            will_churn=bool(prediction["will_churn"]),
-            risk_level=str(prediction["risk_level"]),
             latency_ms=latency_ms,
             cache=cache,
             endpoint=endpoint,
+            default_model_version=self.model_version,
         )
 
     async def after_prediction(
@@ -210,7 +208,7 @@ class ServingRuntime:
         request_id: str,
         latency_ms: float,
     ) -> None:
-        """A scored `/predict` (`features`: the request's fields without the id): remember
+        """A scored `/predict` (`features`: the request's fields): remember
         the answer in the cache (without the raw id) and log it. Raises NotDurable if the
         row cannot be kept."""
         hashed_id = self.hash_id(customer.customer_id)
@@ -243,9 +241,7 @@ class ServingRuntime:
         latency_ms: float,
     ) -> None:
         """A scored `/predict/batch`: one log row per customer."""
-        fields = _customer_fields.dump_python(
-            list(customers), mode="json", exclude_none=True, exclude={"__all__": {ID_COLUMN}}
-        )
+        fields = _customer_fields.dump_python(list(customers), mode="json", exclude_none=True)
         await self._write(
             [
                 self._record(
