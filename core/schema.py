@@ -217,6 +217,19 @@ class BatchPrediction(BaseModel):
     processing_time_ms: float
 
 
+def batch_envelope(
+    predictions: list[dict[str, Any]], high_risk_count: int, processing_time_ms: float
+) -> dict[str, Any]:
+    """A `BatchPrediction` as the JSON-ready dict the gateway serialises (the rows are
+    already `Prediction`-shaped; validating them again would cost more than scoring)."""
+    return {
+        "predictions": predictions,
+        "total_processed": len(predictions),
+        "high_risk_count": high_risk_count,
+        "processing_time_ms": processing_time_ms,
+    }
+
+
 class Health(BaseModel):
     """Answer to `/health`."""
 

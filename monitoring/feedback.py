@@ -7,7 +7,9 @@ retried request or a re-imported file, updates the row instead of adding one.
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Connection, Engine
 
 from core.schema import CustomerId
+from core.tables import accepted_suffixes, parse_yes_no, table_kind
 from monitoring.database import GROUND_TRUTH, dialect_insert
 from monitoring.identity import customer_hash
 from monitoring.privacy import drop_deleted_rows
+from monitoring.rows import RowCodec
 from monitoring.spool import Spool
 
 LABELS_SPOOL_PREFIX = "labels"
-LABEL_COLUMNS = ("customer_id", "churned", "observed_date")
 _UPSERT_CHUNK_ROWS = 1000
-_TRUE = frozenset({"1", "true", "yes", "y", "t"})
-_FALSE = frozenset({"0", "false", "no", "n", "f"})
 
 
 class Label(BaseModel):
@@ -38,6 +39,10 @@ class Label(BaseModel):
     observed_date: date
 
 
+LABEL_COLUMNS: tuple[str, ...] = tuple(Label.model_fields)
+"""The columns a label file must have."""
+
+
 class LabelFileError(ValueError):
     """A label file that cannot be read; the message names the row and the column."""
 
@@ -45,6 +50,21 @@ class LabelFileError(ValueError):
         super().__init__(message)
         self.row = row
         self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """One label as the `ground_truth` table stores it: the customer hashed, when it
+    arrived. Its fields are the table's columns (but the generated `id`) and drive
+    `label_rows` and `decode_label_row`."""
+
+    customer_hash: str
+    churned: bool
+    observed_date: date
+    received_at: datetime
+
+
+_CODEC = RowCodec(LabelRow, GROUND_TRUTH)
 
 
 def label_rows(
@@ -55,12 +75,8 @@ def label_rows(
     rows: dict[tuple[str, date], dict[str, Any]] = {}
     for label in labels:
         hashed = customer_hash(label.customer_id, secret)
-        rows[hashed, label.observed_date] = {
-            "customer_hash": hashed,
-            "churned": label.churned,
-            "observed_date": label.observed_date,
-            "received_at": received,
-        }
+        row = LabelRow(hashed, label.churned, label.observed_date, received)
+        rows[hashed, label.observed_date] = _CODEC.row(row)
     return list(rows.values())
 
 
@@ -116,29 +132,10 @@ def spool_labels(spool_dir: Path, labels: Sequence[Label], secret: bytes) -> int
 
 def decode_label_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A spooled label row back to column values. Raises KeyError/TypeError/ValueError."""
-    return {
-        "customer_hash": str(row["customer_hash"]),
-        "churned": bool(row["churned"]),
-        "observed_date": date.fromisoformat(row["observed_date"]),
-        "received_at": datetime.fromisoformat(row["received_at"]),
-    }
+    return _CODEC.decode(row)
 
 
 # Label files.
-
-
-def _parse_churned(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-    raise ValueError(f"{value!r} is not a boolean (yes/no, true/false, 1/0)")
 
 
 def _parse_date(value: object) -> date:
@@ -164,7 +161,7 @@ def _parse_customer_id(value: object) -> str:
 
 _PARSERS = {
     "customer_id": _parse_customer_id,
-    "churned": _parse_churned,
+    "churned": parse_yes_no,
     "observed_date": _parse_date,
 }
 
@@ -198,7 +195,8 @@ def _require_columns(name: str, found: Sequence[str]) -> None:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, int, dict[str, object]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = [name.strip().lower() for name in next(reader, [])]
         _require_columns(path.name, header)
@@ -228,21 +226,21 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, int, dict[str, object]]]:
 
 
 def read_label_file(path: Path | str) -> list[Label]:
-    """Labels from a CSV or Parquet file with customer_id, churned, observed_date.
+    """Labels from a CSV (or gzipped CSV) or Parquet file with customer_id, churned,
+    observed_date: the file types training tables may be (`core.tables`).
 
-    `churned` may be a boolean or yes/no, true/false, 1/0 (any case). Raises
-    LabelFileError naming the first bad row and column; nothing is stored from a bad file.
+    `churned` may be a boolean, 0/1 or a yes/no word (`core.tables.YES_NO_WORDS`, any
+    case). Raises LabelFileError naming the first bad row and column; nothing is stored
+    from a bad file.
     """
     file = Path(path)
     if not file.is_file():
         raise LabelFileError(f"{file}: no such file")
-    suffix = file.suffix.lower()
-    if suffix == ".csv":
-        rows = _csv_rows(file)
-    elif suffix in (".parquet", ".pq"):
-        rows = _parquet_rows(file)
-    else:
-        raise LabelFileError(f"{file.name}: unsupported file type {suffix!r}; use .csv or .parquet")
+    kind = table_kind(file)
+    if kind is None:
+        message = f"{file.name}: unsupported file type {file.suffix.lower()!r}"
+        raise LabelFileError(f"{message}; use {accepted_suffixes()}")
+    rows = _csv_rows(file) if kind == "csv" else _parquet_rows(file)
     labels: list[Label] = []
     try:
         for where, number, row in rows:
@@ -253,4 +251,6 @@ def read_label_file(path: Path | str) -> list[Label]:
                 raise
     except UnicodeDecodeError as error:
         raise LabelFileError(f"{file.name}: not UTF-8 text ({error})") from None
+    except (gzip.BadGzipFile, EOFError) as error:
+        raise LabelFileError(f"{file.name}: not a readable gzip file ({error})") from None
     return labels

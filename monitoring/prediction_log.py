@@ -10,6 +10,9 @@ killed worker loses none either; the writer trims the journal as rows leave memo
 When the database is down AND the spool cannot be written, rows stay in memory (and the
 journal) and `durability_problem()` says why, so the service refuses new predictions
 instead of answering for rows it cannot keep.
+
+This module is the queue, its bounds and the writer thread; where a batch goes (database,
+spool, replay, the durability check) is `monitoring/log_delivery.py`.
 """
 
 from __future__ import annotations
@@ -19,58 +22,38 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from core.settings import Settings
-from monitoring.database import make_engine, upgrade_schema
-from monitoring.feedback import LABELS_SPOOL_PREFIX, decode_label_row, upsert_ground_truth
-from monitoring.journal import GroupCommit, Journal, adopt_dead_journals
-from monitoring.records import PredictionRecord, decode_row, insert_rows, record_row
-from monitoring.replay import is_outage, replay_one, set_aside, store_rows
-from monitoring.spool import Spool, spool_problem
+from monitoring.database import make_engine
+from monitoring.journal import GroupCommit, Journal
+from monitoring.log_delivery import (
+    PREDICTIONS_SPOOL_PREFIX,
+    SPOOL_FILE_BYTES,
+    Delivery,
+    LogCounters,
+    LogStats,
+)
+from monitoring.records import PredictionRecord
 
-__all__ = ["LogStats", "PredictionLog", "PredictionRecord"]
+__all__ = [
+    "PREDICTIONS_SPOOL_PREFIX",
+    "SPOOL_FILE_BYTES",
+    "LogStats",
+    "PredictionLog",
+    "PredictionRecord",
+]
 
 logger = logging.getLogger("churn.monitoring.log")
 
-PREDICTIONS_SPOOL_PREFIX = "predictions"
-SPOOL_FILE_BYTES = 8 * 1024 * 1024
-"""Small spool files: one is replayed between two queue batches, so a long backlog does
-not starve the queue (which would then spill to disk on the request path)."""
-SPOOL_SCAN_S = 5.0
-"""How often an idle writer looks for spool files left by other workers or a crash."""
 IDLE_TICK_S = 1.0
-PROBE_S = 0.5
-"""How often the writer re-checks whether rows can be made durable while the database is down."""
 HOLD_S = 1.0
 """How long rows that neither the database nor the spool took wait before the next try."""
 JOURNAL_FAILURE_S = 1.0
 """A failed journal write makes the log not durable for this long (then writes are tried again)."""
-
-
-@dataclass(frozen=True)
-class LogStats:
-    """Row counts since start-up, for metrics. `pending`: rows in memory now."""
-
-    written: int = 0
-    """Rows from the queue now in the database."""
-    spooled: int = 0
-    """Rows written to the spool (database down, or queue full)."""
-    replayed: int = 0
-    """Rows (predictions and labels) moved from the spool into the database."""
-    rejected: int = 0
-    """Rows the database refused as data; kept in the spool's rejected/ folder."""
-    lost: int = 0
-    """Rows dropped: malformed, or neither written nor spooled while the queue was full or
-    the log closing (without a journal they are gone; with one, the next start replays them)."""
-    failures: int = 0
-    """Failed attempts to reach the database."""
-    pending: int = 0
-    database_up: bool = False
 
 
 class PredictionLog:
@@ -103,17 +86,21 @@ class PredictionLog:
             self.engine = make_engine(database)
         else:
             self.engine = database()
-        self._spool = Spool(spool_dir, PREDICTIONS_SPOOL_PREFIX, max_file_bytes=SPOOL_FILE_BYTES)
-        self._label_spool = Spool(spool_dir, LABELS_SPOOL_PREFIX, max_file_bytes=SPOOL_FILE_BYTES)
+        self._counters = LogCounters()
+        self._delivery = Delivery(
+            self.engine,
+            spool_dir,
+            self._counters,
+            batch_rows=batch_rows,
+            migrate=migrate,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+        )
         self._max_rows = max_queue_rows
         self._batch_rows = batch_rows
         self._flush_s = flush_ms / 1000
-        self._retry_initial = retry_initial_s
-        self._retry_max = retry_max_s
         self.journal = Journal(spool_dir) if journal else None
         self.group_commit = GroupCommit(self.journal, self._handoff) if self.journal else None
-        self._problem: str | None = None  # maintained by the writer thread
-        self._probed_at = 0.0
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # writer: rows, flush, stop
@@ -125,16 +112,6 @@ class PredictionLog:
         self._flush_target = 0
         self._accepting = True
         self._stopping = False
-        self._counts = dict.fromkeys(("written", "spooled", "replayed", "rejected", "lost"), 0)
-        self._failures = 0
-
-        # Writer-thread state.
-        self._schema_ready = not migrate
-        self._database_up = False
-        self._delay = 0.0
-        self._retry_at = 0.0
-        self._spool_dirty = True  # files may be left from a previous run
-        self._last_scan = 0.0
         self._thread: threading.Thread | None = None
         if start:
             self.start()
@@ -185,11 +162,12 @@ class PredictionLog:
                     # once per request: it otherwise waits out flush_ms on its own.
                     if was_empty or len(self._queue) >= self._batch_rows:
                         self._wake.notify()
-            if kept < len(records) and not self._to_spool(self._rows(records[kept:])):
-                self._count("lost", len(records) - kept)
+            delivery = self._delivery
+            if kept < len(records) and not delivery.to_spool(delivery.rows(records[kept:])):
+                self._counters.add("lost", len(records) - kept)
         except Exception:
             logger.exception("prediction log: %d rows could not be queued", len(records))
-            self._count("lost", len(records))
+            self._counters.add("lost", len(records))
 
     def _handoff(self, records: Sequence[PredictionRecord]) -> int:
         """The journal's hand-off: queue rows already on disk; rows accepted so far."""
@@ -202,13 +180,7 @@ class PredictionLog:
 
     def stats(self) -> LogStats:
         """A consistent snapshot of the counters."""
-        with self._lock:
-            return LogStats(
-                **self._counts,
-                failures=self._failures,
-                pending=self._in_memory,
-                database_up=self._database_up,
-            )
+        return self._counters.stats(self._in_memory, self._delivery.database_up)
 
     def durability_problem(self) -> str | None:
         """Why rows logged now could not be made durable (None: they can).
@@ -220,7 +192,7 @@ class PredictionLog:
         commit = self.group_commit
         if commit is not None and time.monotonic() - commit.failed_at < JOURNAL_FAILURE_S:
             return commit.failure
-        return self._problem
+        return self._delivery.problem
 
     # Shutdown.
 
@@ -259,10 +231,10 @@ class PredictionLog:
             leftover = list(self._queue)
             self._queue.clear()
         if leftover:
-            if not self._to_spool(self._rows(leftover)):
-                self._count("lost", len(leftover))
+            if not self._delivery.to_spool(self._delivery.rows(leftover)):
+                self._counters.add("lost", len(leftover))
             self._finish(len(leftover))
-        clean = flushed and not stuck and self._counts["lost"] == 0
+        clean = flushed and not stuck and self._counters.lost == 0
         if self.journal is not None:
             self.journal.close(remove=clean)  # else the next start replays it
         if stuck:
@@ -280,40 +252,41 @@ class PredictionLog:
     # Writer thread.
 
     def _run(self) -> None:
+        delivery = self._delivery
         while True:
             batch = self._next_batch()
             if batch:
-                rows = self._rows(batch)
+                rows = delivery.rows(batch)
                 try:
-                    stored = self._deliver(rows)
+                    stored = delivery.deliver(rows, replay=not self._stopping)
                 except Exception as error:  # the writer must survive anything
                     logger.exception("prediction log: batch of %d rows failed", len(rows))
-                    self._mark_down(error)
-                    stored = self._to_spool(rows)  # replay is idempotent if part was written
+                    delivery.mark_down(error)
+                    stored = delivery.to_spool(rows)  # replay is idempotent if part was written
                 if stored or self._stopping:
                     if not stored:
-                        self._count("lost", len(rows))
+                        self._counters.add("lost", len(rows))
                     self._finish(len(batch))
                 else:
                     self._hold(batch)
-                self._check_durability()
+                delivery.check_durability()
                 continue
             with self._lock:
                 if self._stopping and not self._queue:
                     return
             try:
-                self._database_ready()
-                self._check_durability()
+                delivery.ready(replay=not self._stopping)
+                delivery.check_durability()
             except Exception as error:
                 logger.exception("prediction log: housekeeping failed")
-                self._mark_down(error)
+                delivery.mark_down(error)
 
     def _next_batch(self) -> list[PredictionRecord]:
         """Up to `batch_rows` rows, waiting at most `flush_ms` for a batch to fill; []
         when idle (time for housekeeping) or stopping."""
         with self._lock:
             if not self._queue and not self._stopping:
-                self._wake.wait(self._idle_timeout())
+                self._wake.wait(self._delivery.idle_wait(IDLE_TICK_S))
             if not self._queue:
                 return []
             deadline = time.monotonic() + self._flush_s
@@ -328,11 +301,6 @@ class PredictionLog:
                 self._wake.wait(remaining)
             size = min(self._batch_rows, len(self._queue))
             return [self._queue.popleft() for _ in range(size)]
-
-    def _idle_timeout(self) -> float:
-        if self._schema_ready and not self._spool_dirty:
-            return IDLE_TICK_S
-        return min(IDLE_TICK_S, max(0.0, self._retry_at - time.monotonic()))
 
     def _finish(self, rows: int) -> None:
         with self._lock:
@@ -349,144 +317,8 @@ class PredictionLog:
     def _hold(self, batch: list[PredictionRecord]) -> None:
         """Neither the database nor the spool took the rows: keep them (first in line)
         and say so, so no new prediction is answered for rows that cannot be kept."""
-        self._check_durability(force=True)
+        self._delivery.check_durability(force=True)
         with self._lock:
             self._queue.extendleft(reversed(batch))
             if not self._stopping:
                 self._wake.wait(HOLD_S)
-
-    def _check_durability(self, force: bool = False) -> None:
-        """Refresh `durability_problem()`: rows are durable while the database is up or
-        the spool can be written. Both are tried, at most every `PROBE_S`: the spool by
-        writing a file, the database (only when the spool fails) by a round trip, so an
-        idle worker notices the double fault before a request does."""
-        now = time.monotonic()
-        if not force and now - self._probed_at < PROBE_S:
-            return
-        self._probed_at = now
-        failure = spool_problem(self._spool.directory)
-        if failure is not None and self._database_up:
-            try:
-                with self.engine.connect() as connection:
-                    connection.execute(text("select 1"))
-            except Exception as error:
-                self._mark_down(error)
-        problem = None
-        if failure is not None and not self._database_up:
-            # Said to callers: the kind of failure, not server paths (those go to the log).
-            problem = f"database unavailable and spool not writable ({type(failure).__name__})"
-        if problem != self._problem:
-            if problem:
-                logger.error("prediction log: %s: %s", problem, failure)
-            else:
-                logger.info("prediction log: rows can be made durable again")
-        self._problem = problem
-
-    def _count(self, name: str, rows: int) -> None:
-        with self._lock:
-            self._counts[name] += rows
-
-    def _deliver(self, rows: list[dict[str, Any]]) -> bool:
-        """Rows to the database, else the spool; False if neither took them."""
-        if not rows:
-            return True
-        if not self._database_ready():
-            return self._to_spool(rows)
-        try:
-            rejected = store_rows(self.engine, rows, insert_rows)
-        except Exception as error:
-            if not is_outage(error):
-                raise
-            self._mark_down(error)
-            return self._to_spool(rows)
-        self._mark_up()
-        self._count("rejected", set_aside(self._spool, list(rejected)))
-        self._count("written", len(rows) - len(rejected))
-        return True
-
-    def _database_ready(self) -> bool:
-        """Schema in place and spool replayed (one file per call); False during backoff."""
-        if time.monotonic() < self._retry_at:
-            return False
-        try:
-            if not self._schema_ready:
-                upgrade_schema(self.engine)
-                self._schema_ready = True
-                self._mark_up()
-            if not self._stopping:
-                self._replay_if_due()
-        except Exception as error:
-            self._mark_down(error)
-            return False
-        return True
-
-    def _mark_down(self, error: BaseException) -> None:
-        with self._lock:
-            self._failures += 1
-        self._delay = min(self._retry_max, self._delay * 2 or self._retry_initial)
-        self._retry_at = time.monotonic() + self._delay
-        if self._database_up or self._failures == 1:
-            logger.warning(
-                "prediction log: database unavailable (%s: %s); rows go to %s, retrying",
-                type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
-                self._spool.directory,
-            )
-        self._database_up = False
-
-    def _mark_up(self) -> None:
-        if not self._database_up and self._failures:
-            logger.info("prediction log: database available again")
-        self._database_up = True
-        self._problem = None
-        self._delay = 0.0
-        self._retry_at = 0.0
-
-    def _rows(self, records: Sequence[PredictionRecord]) -> list[dict[str, Any]]:
-        """Column values of each record; a malformed record is logged and counted lost."""
-        rows = []
-        for record in records:
-            try:
-                rows.append(record_row(record))
-            except Exception:
-                logger.exception("prediction log: malformed record dropped: %r", record)
-                self._count("lost", 1)
-        return rows
-
-    def _to_spool(self, rows: list[dict[str, Any]]) -> bool:
-        """Append rows to the spool; False on failure (disk full...), never raises."""
-        if not rows:
-            return True
-        try:
-            self._spool.append(rows)
-        except Exception as error:
-            logger.error("prediction log: %d rows not spooled: %s", len(rows), error)
-            return False
-        self._spool_dirty = True
-        self._count("spooled", len(rows))
-        return True
-
-    def _replay_if_due(self) -> None:
-        """Replay one spool file of each kind when files may be waiting."""
-        now = time.monotonic()
-        if not self._spool_dirty and now - self._last_scan < SPOOL_SCAN_S:
-            return
-        self._spool_dirty = False  # before listing: an append after it sets it again
-        self._last_scan = now
-        try:
-            if adopt_dead_journals(self._spool.directory, PREDICTIONS_SPOOL_PREFIX):
-                self._spool_dirty = True
-            kinds = (
-                (self._spool, decode_row, insert_rows),
-                (self._label_spool, decode_label_row, upsert_ground_truth),
-            )
-            for spool, decode, write in kinds:
-                done = replay_one(spool, self.engine, decode, write, self._batch_rows)
-                if done is not None:
-                    self._spool_dirty = True  # maybe more: next round, after a queue batch
-                    self._count("replayed", done.stored)
-                    self._count("rejected", done.rejected)
-                    self._mark_up()
-        except BaseException:
-            self._spool_dirty = True
-            raise

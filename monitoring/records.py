@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, String
 
+from core.schema import ID_COLUMN
 from monitoring.database import PREDICTIONS, dialect_insert
 from monitoring.privacy import drop_deleted_rows
+from monitoring.rows import RowCodec
 
-_RAW_ID_FIELD = "customer_id"
-_MAX_REQUEST_ID = 64
+_MAX_REQUEST_ID = cast(String, PREDICTIONS.c.request_id.type).length
 
 
 def new_record_id() -> str:
@@ -33,10 +34,13 @@ def _utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PredictionRecord:
-    """One served prediction, as the `predictions` table stores it.
+    """One served prediction, as the `predictions` table stores it: its fields are the
+    table's columns (`RowCodec` checks so at import) and drive `record_row`/`decode_row`.
 
     `customer_hash` is computed by the caller (`identity.customer_hash`): the log never
-    sees raw customer ids, and drops a stray `customer_id` key from `features`.
+    sees raw customer ids. The record takes `features` over and removes the `customer_id`
+    key from it: the one place the id leaves logged features, whichever path built the
+    record, so callers pass the request's fields as they are.
     """
 
     request_id: str
@@ -54,8 +58,41 @@ class PredictionRecord:
     id: str = field(default_factory=new_record_id)
     created_at: datetime = field(default_factory=_utc_now)
 
+    def __post_init__(self) -> None:
+        self.features.pop(ID_COLUMN, None)  # in place: no copy per row on the request path
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PredictionRecord))
+    @classmethod
+    def from_answer(
+        cls,
+        prediction: Mapping[str, Any],
+        *,
+        request_id: str,
+        customer_hash: str,
+        features: dict[str, Any],
+        latency_ms: float,
+        cache: str,
+        endpoint: str,
+        default_model_version: str | None,
+    ) -> PredictionRecord:
+        """The record of a served answer (a `Prediction`-shaped mapping): the outcome from
+        the answer, the rest from the request. A cached answer may predate the version
+        field, hence `default_model_version`; `record_row` makes every value plain."""
+        return cls(
+            request_id=request_id,
+            customer_hash=customer_hash,
+            model_version=prediction.get("model_version", default_model_version),
+            features=features,
+            churn_probability=prediction["churn_probability"],
+            will_churn=prediction["will_churn"],
+            risk_level=prediction["risk_level"],
+            latency_ms=latency_ms,
+            cache=cache,
+            endpoint=endpoint,
+        )
+
+
+_CODEC = RowCodec(PredictionRecord, PREDICTIONS)
+COLUMNS: tuple[str, ...] = _CODEC.columns
 
 
 def record_row(record: PredictionRecord) -> dict[str, Any]:
@@ -63,30 +100,14 @@ def record_row(record: PredictionRecord) -> dict[str, Any]:
 
     A client-chosen request id longer than the column is cut rather than refused.
     """
-    features = record.features
-    if _RAW_ID_FIELD in features:
-        features = {k: v for k, v in features.items() if k != _RAW_ID_FIELD}
-    return {
-        "id": str(record.id),
-        "request_id": str(record.request_id)[:_MAX_REQUEST_ID],
-        "customer_hash": str(record.customer_hash),
-        "model_version": str(record.model_version),
-        "features": features,
-        "churn_probability": float(record.churn_probability),
-        "will_churn": bool(record.will_churn),
-        "risk_level": str(record.risk_level),
-        "latency_ms": float(record.latency_ms),
-        "cache": str(record.cache),
-        "endpoint": str(record.endpoint),
-        "created_at": record.created_at,
-    }
+    row = _CODEC.row(record)
+    row["request_id"] = row["request_id"][:_MAX_REQUEST_ID]
+    return row
 
 
 def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A spooled row back to column values. Raises KeyError/TypeError/ValueError."""
-    decoded = {name: row[name] for name in COLUMNS}
-    decoded["created_at"] = datetime.fromisoformat(row["created_at"])
-    return decoded
+    return _CODEC.decode(row)
 
 
 def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from core.schema import ID_COLUMN, CustomerData
+from core.schema import CustomerData, batch_envelope
 from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.journal import NotDurable
 from monitoring.records import PredictionRecord
@@ -72,7 +72,8 @@ class ParsedCustomer:
 
     customer: CustomerData
     features: dict[str, Any]
-    """The request's fields without nulls and without the customer id (the log stores these)."""
+    """The request's fields without nulls: what the log stores (`PredictionRecord` drops
+    the customer id from them; the row holds only its hash)."""
     canonical: bytes
     """The whole request with sorted keys and no nulls: what the cache key hashes."""
 
@@ -81,9 +82,7 @@ def parse_customer(body: bytes) -> ParsedCustomer:
     """Validate a `/predict` body. Raises pydantic's ValidationError (not-JSON included)."""
     customer = CustomerData.model_validate_json(body)
     fields = customer.model_dump(mode="json", exclude_none=True)
-    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    del fields[ID_COLUMN]
-    return ParsedCustomer(customer, fields, canonical)
+    return ParsedCustomer(customer, fields, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
 
 
 # --- /predict -------------------------------------------------------------------------------
@@ -210,12 +209,8 @@ async def predict_batch(body: bytes, caller: Caller, parts: Adapters, started: f
 def _envelope(
     predictions: list[dict[str, Any]], scored: ScoredBatch | None, started: float
 ) -> dict[str, Any]:
-    return {
-        "predictions": predictions,
-        "total_processed": len(predictions),
-        "high_risk_count": scored.high_risk_count if scored else 0,
-        "processing_time_ms": (time.perf_counter() - started) * 1000.0,
-    }
+    high_risk = scored.high_risk_count if scored else 0
+    return batch_envelope(predictions, high_risk, (time.perf_counter() - started) * 1000.0)
 
 
 # --- the log rows ---------------------------------------------------------------------------
@@ -230,18 +225,16 @@ def _record(
     latency_ms: float,
     endpoint: str = "predict",
 ) -> PredictionRecord:
-    """The log row of one answer (the features without the raw id, the id only hashed)."""
-    return PredictionRecord(
+    """The log row of one answer (the customer id only hashed)."""
+    return PredictionRecord.from_answer(
+        prediction,
         request_id=caller.request_id,
         customer_hash=parts.hash_id(parsed.customer.customer_id),
-        model_version=str(prediction.get("model_version", parts.model_version)),
         features=parsed.features,
-        churn_probability=float(prediction["churn_probability"]),
-        will_churn=bool(prediction["will_churn"]),
-        risk_level=str(prediction["risk_level"]),
         latency_ms=latency_ms,
         cache=cache,
         endpoint=endpoint,
+        default_model_version=parts.model_version,
     )
 
 
@@ -256,9 +249,7 @@ def _batch_records(
     latency_ms: float,
 ) -> list[PredictionRecord]:
     """One row per customer; the features of all dumped in one pydantic call."""
-    features = _customer_fields.dump_python(
-        customers, mode="json", exclude_none=True, exclude={"__all__": {ID_COLUMN}}
-    )
+    features = _customer_fields.dump_python(customers, mode="json", exclude_none=True)
     return [
         _record(parts, ParsedCustomer(c, f, b""), p, caller, "none", latency_ms, "batch")
         for c, f, p in zip(customers, features, predictions, strict=True)

@@ -8,18 +8,19 @@ predictor, and can be tested and benchmarked alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from core.pipeline.encode import encode_customers
 from core.pipeline.extras import extra_problems
 from core.pipeline.predictor import ChurnPredictor
-from core.schema import CustomerData
+from core.schema import CustomerData, Prediction
 from core.settings import Settings
 
 RISK_LEVELS = ("low", "medium", "high")
@@ -128,9 +129,44 @@ def _lookup_tables(feature_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarr
     return np.array(feature_names, dtype=object), recommendation_table(feature_names)
 
 
-def _timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, exactly as pydantic writes `Prediction.timestamp`."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+ANSWER_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
+"""The keys of an answer row, in `Prediction`'s order (which is the JSON's)."""
+_TIMESTAMP = TypeAdapter(datetime)
+"""`Prediction.timestamp`'s type, to have pydantic write it."""
+
+
+def answer_timestamp(moment: datetime) -> str:
+    """`Prediction.timestamp` as pydantic writes it (RFC 3339, UTC with a `Z`), by pydantic
+    itself: once per batch, so the rows can carry it as text."""
+    text: str = _TIMESTAMP.dump_python(moment.astimezone(UTC), mode="json")
+    return text
+
+
+def answer_rows(
+    per_customer: Mapping[str, Sequence[Any]], shared: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """`Prediction`-shaped dicts: `per_customer` holds an equal-length column per field
+    that varies by customer, `shared` the value of each field all rows have in common;
+    together exactly `Prediction`'s fields, laid out in its field order (the JSON's).
+
+    Each row is a copy of one template dict, filled a column at a time: as fast as a dict
+    literal, without spelling the fields out again. No per-row validation: the columns
+    were computed for the schema, and validating would add about 3 ms per 1,000 rows
+    (40 % of scoring them); a test checks that pydantic writes the same rows.
+    """
+    named = [*per_customer, *shared]
+    if len(named) != len(ANSWER_FIELDS) or set(named) != set(ANSWER_FIELDS):
+        raise ValueError(f"answer columns {sorted(named)} are not Prediction's fields")
+    lengths = {len(column) for column in per_customer.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"answer columns of different lengths: {sorted(lengths)}")
+    template = dict.fromkeys(ANSWER_FIELDS)
+    template.update(shared)
+    rows = [template.copy() for _ in range(lengths.pop())]
+    for name, column in per_customer.items():
+        for row, value in zip(rows, column, strict=True):
+            row[name] = value
+    return rows
 
 
 @dataclass(frozen=True)
@@ -157,28 +193,20 @@ class ScoredBatch:
                 self.reason_features.tolist(), self.reason_contributions.tolist(), strict=True
             )
         ]
-        return [
-            {
-                "customer_id": customer_id,
-                "churn_probability": probability,
-                "will_churn": will_churn,
-                "risk_level": level,
-                "recommendation": advice,
-                "top_reasons": top,
-                "model_version": self.model_version,
-                "timestamp": self.timestamp,
-                "latency_ms": self.latency_ms,
-            }
-            for customer_id, probability, will_churn, level, advice, top in zip(
-                self.customer_ids,
-                self.probability.tolist(),
-                self.will_churn.tolist(),
-                self.risk_level.tolist(),
-                self.recommendation.tolist(),
-                reasons,
-                strict=True,
-            )
-        ]
+        per_customer = {
+            "customer_id": self.customer_ids,
+            "churn_probability": self.probability.tolist(),
+            "will_churn": self.will_churn.tolist(),
+            "risk_level": self.risk_level.tolist(),
+            "recommendation": self.recommendation.tolist(),
+            "top_reasons": reasons,
+        }
+        shared = {
+            "model_version": self.model_version,
+            "timestamp": self.timestamp,
+            "latency_ms": self.latency_ms,
+        }
+        return answer_rows(per_customer, shared)
 
     @property
     def high_risk_count(self) -> int:
@@ -219,6 +247,6 @@ def score_batch(
         reason_features=names[explanation.feature_index],
         reason_contributions=explanation.contribution,
         model_version=model.version,
-        timestamp=_timestamp(datetime.now(UTC)),
+        timestamp=answer_timestamp(datetime.now(UTC)),
         latency_ms=(time.perf_counter() - started) * 1000.0,
     )

@@ -31,6 +31,7 @@ from core.schema import (
     CustomerData,
 )
 from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.tables import YES_NO_HINT, YES_NO_WORDS, accepted_suffixes, table_kind
 
 MAX_EXAMPLES = 3
 """Rows shown per broken rule in an error message."""
@@ -42,11 +43,7 @@ _CSV_NA_VALUES = [
 ]
 """pandas' default NA strings without "None", which is an internet_service category."""
 
-_BOOLEAN_WORDS = {
-    **dict.fromkeys(("true", "yes", "1", "1.0"), True),
-    **dict.fromkeys(("false", "no", "0", "0.0"), False),
-}
-_BOOLEAN_RULE = "must be a boolean (true/false, yes/no, 1/0)"
+_BOOLEAN_RULE = f"must be a boolean ({YES_NO_HINT})"
 
 _BOUNDS: dict[type, tuple[str, str, Callable[[Any, Any], Any]]] = {
     at.Ge: ("ge", ">=", operator.lt),
@@ -98,14 +95,14 @@ class TableSchemaError(ValueError):
 
 
 def _read_file(path: Path) -> pd.DataFrame:
-    name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
+    kind = table_kind(path)
+    if kind == "csv":
         return pd.read_csv(
             path, keep_default_na=False, na_values=_CSV_NA_VALUES, dtype={ID_COLUMN: str}
         )
-    if name.endswith((".parquet", ".pq")):
+    if kind == "parquet":
         return pd.read_parquet(path)
-    raise DataLoadError(f"cannot read {path}: unknown suffix (use .csv, .parquet or .pq)")
+    raise DataLoadError(f"cannot read {path}: unknown suffix (use {accepted_suffixes()})")
 
 
 def load_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
@@ -221,7 +218,7 @@ def _to_boolean(name: str, column: pd.Series, checker: _Checker, rule: str) -> p
     if pd.api.types.is_bool_dtype(column):
         return column.astype("boolean")
     present = column.notna()
-    words = column[present].astype("str").str.strip().str.lower().map(_BOOLEAN_WORDS)
+    words = column[present].astype("str").str.strip().str.lower().map(YES_NO_WORDS)
     checker.flag(name, rule, (present & words.reindex(column.index).isna()).to_numpy(), column)
     out = pd.Series(pd.NA, index=column.index, dtype="boolean")
     out[present] = words.astype("boolean")

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.schema import CATEGORIES, ID_COLUMN
 from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.tables import accepted_suffixes, table_kind
 
 SNAPSHOT_DATE: Final = np.datetime64("2026-01", "M")
 """The day the table was taken (2026-01-01); signup_date = snapshot − tenure months."""
@@ -292,14 +293,15 @@ def bayes_optimal_auc(frame: pd.DataFrame) -> float:
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write `frame` as CSV or Parquet (by suffix), creating parent folders."""
+    """Write `frame` as CSV (gzipped for ``.csv.gz``) or Parquet, by the file's ending:
+    any ending the table readers accept, creating parent folders."""
     target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"cannot write {target}: use a .csv, .parquet or .pq suffix")
+    kind = table_kind(target)
+    if kind is None:
+        raise ValueError(f"cannot write {target}: use a {accepted_suffixes()} suffix")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(target, index=False)
+    if kind == "csv":
+        frame.to_csv(target, index=False)  # compression inferred from ".gz"
     else:
         frame.to_parquet(target, index=False)
     return target

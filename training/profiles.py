@@ -21,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from core.pipeline.extras import ExtraColumn
 from core.schema import CATEGORIES, COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
 from core.settings import TARGET_COLUMN
+from core.tables import YES_NO_WORDS
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
-_TRUE = {"true", "yes", "y", "1", "t"}
-_FALSE = {"false", "no", "n", "0", "f"}
 
 
 class ProfileError(ValueError):
@@ -110,7 +109,7 @@ def _canonical_value(field: str, value: Any) -> bool:
     if kind is ColumnKind.CATEGORY:
         return value in CATEGORIES[field]
     if kind is ColumnKind.BOOLEAN:
-        return isinstance(value, bool | int) or str(value).strip().lower() in _TRUE | _FALSE
+        return isinstance(value, bool | int) or str(value).strip().lower() in YES_NO_WORDS
     return True
 
 

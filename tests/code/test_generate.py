@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.schema import ID_COLUMN, RAW_COLUMNS, REQUIRED_COLUMNS
 from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.tables import TABLE_SUFFIXES
 from training.data import load_table, validate_table
 from training.generate import (
     ADDON_RATES,
@@ -128,7 +129,7 @@ def test_generates_100k_rows() -> None:
     assert frame[ID_COLUMN].is_unique
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
+@pytest.mark.parametrize("suffix", TABLE_SUFFIXES)
 def test_write_table_round_trips(tmp_path: Path, suffix: str) -> None:
     frame = generate_customers(300, seed=5)
     path = write_table(frame, tmp_path / "nested" / f"customers{suffix}")

@@ -13,8 +13,10 @@ from core.schema import (
     COLUMN_KINDS,
     RAW_COLUMNS,
     REQUIRED_COLUMNS,
+    BatchPrediction,
     ColumnKind,
     CustomerData,
+    batch_envelope,
 )
 
 VALID: dict[str, Any] = {
@@ -131,3 +133,22 @@ def test_derived_column_lists_follow_the_model() -> None:
     assert CATEGORIES["contract"] == ("Month-to-month", "One year", "Two year")
     assert COLUMN_KINDS["signup_date"] is ColumnKind.DATE
     assert COLUMN_KINDS["partner"] is ColumnKind.BOOLEAN
+
+
+def test_the_batch_envelope_is_a_batch_prediction() -> None:
+    row = {
+        "customer_id": "C1",
+        "churn_probability": 0.9,
+        "will_churn": True,
+        "risk_level": "high",
+        "recommendation": "Call.",
+        "top_reasons": [{"feature": "tenure_months", "contribution": 0.4}],
+        "model_version": "v",
+        "timestamp": "2025-03-31T12:00:00Z",
+        "latency_ms": 1.0,
+    }
+    envelope = batch_envelope([row, row], 2, 3.5)
+    assert list(envelope) == list(BatchPrediction.model_fields)
+    assert BatchPrediction.model_validate(envelope).model_dump(mode="json") == envelope
+    assert envelope["total_processed"] == 2
+    assert batch_envelope([], 0, 0.1)["total_processed"] == 0

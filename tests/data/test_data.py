@@ -12,6 +12,7 @@ import sqlalchemy
 from core.pipeline.encode import encode_frame
 from core.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind
 from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
+from core.tables import TABLE_SUFFIXES, YES_NO_WORDS
 from training.data import (
     DataLoadError,
     TableSchemaError,
@@ -150,6 +151,28 @@ def test_boolean_spellings_accepted(table: pd.DataFrame) -> None:
     assert typed[TARGET_COLUMN].iloc[: len(spellings)].tolist() == [int(v) for v in expected]
 
 
+def test_gzipped_csv_with_single_letter_yes_no_words(tmp_path: Path) -> None:
+    """The words and file types label files accept (`core.tables`) work here too."""
+    frame = generate_customers(12, seed=4)
+    words = ["y", "N", " t ", "F"] * 3
+    frame["partner"] = words
+    frame[TARGET_COLUMN] = words
+    path = tmp_path / "customers.csv.gz"
+    frame.to_csv(path, index=False)  # gzip inferred from the name
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    typed = validate_table(load_table(path))
+    expected = [True, False, True, False] * 3
+    assert typed["partner"].tolist() == expected
+    assert typed[TARGET_COLUMN].tolist() == [int(v) for v in expected]
+
+
+def test_every_yes_no_word_of_core_tables(table: pd.DataFrame) -> None:
+    words = sorted(YES_NO_WORDS)
+    table.loc[: len(words) - 1, "partner"] = [w.upper() for w in words]
+    typed = validate_table(table)
+    assert typed["partner"].iloc[: len(words)].tolist() == [YES_NO_WORDS[w] for w in words]
+
+
 def test_missing_values_allowed(table: pd.DataFrame) -> None:
     for column in ("age", "internet_service", "tech_support", "signup_date", "late_payments"):
         table.loc[[3, 4], column] = None
@@ -193,7 +216,7 @@ def test_split_xy(table: pd.DataFrame) -> None:
     assert len(features) == len(y) == len(table)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
+@pytest.mark.parametrize("suffix", TABLE_SUFFIXES)
 def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
     frame = generate_customers(200, seed=9)
     path = write_table(frame, tmp_path / f"customers{suffix}")
@@ -230,8 +253,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unknown_suffix(tmp_path: Path) -> None:
     path = tmp_path / "customers.xlsx"
     path.write_text("x")
-    with pytest.raises(DataLoadError, match="unknown suffix"):
+    with pytest.raises(DataLoadError, match="unknown suffix") as caught:
         load_table(path)
+    assert all(suffix in str(caught.value) for suffix in TABLE_SUFFIXES)
 
 
 def test_corrupt_parquet(tmp_path: Path) -> None:

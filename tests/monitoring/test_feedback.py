@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
+from core.tables import TABLE_SUFFIXES, YES_NO_WORDS
 from monitoring.database import GROUND_TRUTH
 from monitoring.feedback import (
     Label,
@@ -110,6 +112,37 @@ def test_csv_labels_accept_the_usual_spellings_of_booleans(tmp_path: Path) -> No
         ("C1", True), ("C2", False), ("C3", True), ("C4", False), ("C5", True),
     ]  # fmt: skip
     assert labels[-1].observed_date == date(2025, 4, 1)
+
+
+def test_gzipped_csv_labels_with_single_letter_words(tmp_path: Path) -> None:
+    """What training tables accept (`core.tables`): .csv.gz, and y/n/t/f for yes and no."""
+    path = tmp_path / "labels.CSV.GZ"
+    body = "customer_id,churned,observed_date\nC1,y,2025-03-31\nC2,N,2025-03-31\n"
+    path.write_bytes(gzip.compress((body + "C3, t ,2025-03-31\nC4,f,2025-03-31\n").encode()))
+    labels = read_label_file(path)
+    assert [(x.customer_id, x.churned) for x in labels] == [
+        ("C1", True), ("C2", False), ("C3", True), ("C4", False),
+    ]  # fmt: skip
+
+
+def test_every_yes_no_word_of_core_tables(tmp_path: Path) -> None:
+    words = sorted(YES_NO_WORDS)
+    lines = "".join(f"C{i},{w.upper()},2025-03-31\n" for i, w in enumerate(words))
+    path = write_csv(tmp_path / "labels.csv", "customer_id,churned,observed_date\n" + lines)
+    assert [x.churned for x in read_label_file(path)] == [YES_NO_WORDS[w] for w in words]
+
+
+def test_a_bad_gzip_file_is_a_label_file_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "labels.csv.gz", "customer_id,churned,observed_date\n")
+    with pytest.raises(LabelFileError, match="not a readable gzip file"):
+        read_label_file(path)
+
+
+def test_an_unknown_file_type_names_every_accepted_one(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "labels.xlsx", "x")
+    with pytest.raises(LabelFileError, match=r"unsupported file type '\.xlsx'") as caught:
+        read_label_file(path)
+    assert all(suffix in str(caught.value) for suffix in TABLE_SUFFIXES)
 
 
 def test_parquet_labels(tmp_path: Path) -> None:

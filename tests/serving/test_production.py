@@ -91,8 +91,31 @@ def test_cache_hit_miss_metric_and_log(
     assert [r.request_id for r in logged] == [
         a.headers["x-request-id"] for a in (first, second, third)
     ]
-    assert "customer_id" not in logged[0].features
+    assert all("customer_id" not in r.features for r in logged)  # miss and hit paths
     assert logged[2].features["monthly_charges"] == changed["monthly_charges"]
+
+
+def test_batch_rows_are_logged_without_the_customer_id(
+    deployed: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]]
+) -> None:
+    server, engine = deployed
+    batch = [{**body, "customer_id": f"BATCH-{uuid.uuid4().hex[:12]}"} for body in bodies[:3]]
+    answer = httpx.post(f"{server.url}/predict/batch", json=batch, headers=AUTH, timeout=60)
+    assert answer.status_code == 200, answer.text
+    hashes = [customer_hash(body["customer_id"], SECRET.encode()) for body in batch]
+    where = PREDICTIONS.c.customer_hash.in_(hashes)
+    deadline = time.monotonic() + 30
+    while rows(engine, where) < len(batch) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with engine.connect() as connection:
+        logged = connection.execute(
+            select(PREDICTIONS.c.endpoint, PREDICTIONS.c.features).where(where)
+        ).all()
+    assert [r.endpoint for r in logged] == ["batch"] * len(batch)
+    assert all("customer_id" not in r.features for r in logged)
+    assert sorted(r.features["tenure_months"] for r in logged) == sorted(
+        b["tenure_months"] for b in batch
+    )
 
 
 def test_a_new_model_version_never_serves_an_old_entry(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import TypeAdapter
 
 from core.schema import CustomerData, Prediction
 from core.settings import Settings
@@ -15,6 +17,8 @@ from serving.batcher import PredictBatcher
 from serving.scoring import (
     RISK_LEVELS,
     LoadedModel,
+    answer_rows,
+    answer_timestamp,
     recommendation,
     risk_levels,
     score_batch,
@@ -51,6 +55,47 @@ def test_rows_are_predictions_in_request_order(
     assert [p.risk_level for p in predictions] == levels
     assert {p.model_version for p in predictions} == {"test-version"}
     assert all(p.timestamp.tzinfo is not None for p in predictions)
+
+
+def test_rows_are_exactly_what_pydantic_writes_for_a_prediction(
+    model: LoadedModel, customers: list[CustomerData]
+) -> None:
+    """The rows skip validation for speed; pydantic would write each one the same, keys in
+    `Prediction`'s order, the timestamp in its format."""
+    rows = score_batch(model, customers[:20], Settings()).rows()
+    for row in rows:
+        assert list(row) == list(Prediction.model_fields)
+        assert Prediction.model_validate(row).model_dump(mode="json") == row
+    assert rows[0]["timestamp"].endswith("Z")
+
+
+def test_the_timestamp_is_pydantics_format() -> None:
+    for moment in (
+        datetime(2025, 3, 31, 12, 0, tzinfo=UTC),
+        datetime(2025, 3, 31, 12, 0, 0, 500, tzinfo=UTC),
+        datetime(2025, 3, 31, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+    ):
+        utc = moment.astimezone(UTC)
+        assert answer_timestamp(moment) == TypeAdapter(datetime).dump_python(utc, mode="json")
+    assert answer_timestamp(datetime(2025, 3, 31, 12, 0, tzinfo=UTC)) == "2025-03-31T12:00:00Z"
+
+
+def test_answer_rows_need_a_column_for_each_prediction_field_and_no_other() -> None:
+    names = list(Prediction.model_fields)
+    per_customer: dict[str, list[Any]] = {name: [1, 2] for name in names[:5]}
+    shared = {name: name for name in names[5:]}
+    rows = answer_rows(per_customer, shared)
+    assert [list(row) for row in rows] == [names, names]
+    assert [row[names[0]] for row in rows] == [1, 2] and rows[1][names[-1]] == names[-1]
+    bad = [
+        ({**per_customer, "extra": [1, 2]}, shared),
+        (per_customer, {k: v for k, v in shared.items() if k != names[-1]}),
+        ({**per_customer, names[-1]: [1, 2]}, shared),  # named twice
+        ({**per_customer, names[0]: [1]}, shared),  # one row short
+    ]
+    for columns, constants in bad:
+        with pytest.raises(ValueError, match="answer columns"):
+            answer_rows(columns, constants)
 
 
 def test_reasons_and_advice_match_the_per_row_rules(

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from core.schema import Prediction
+from core.schema import BatchPrediction, Prediction
 from launchers.server_process import request_bodies
 from training.train import TrainingOutcome
 
@@ -114,6 +114,8 @@ def test_batch_endpoint(
     answer = httpx.post(f"{server}/predict/batch", json=bodies[:100], timeout=60)
     assert answer.status_code == 200, answer.text
     body = answer.json()
+    assert list(body) == list(BatchPrediction.model_fields)
+    BatchPrediction.model_validate(body)
     assert body["total_processed"] == 100
     served = np.array([p["churn_probability"] for p in body["predictions"]])
     np.testing.assert_allclose(
