@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from core import __version__
+from core.pipeline.extras import ExtraColumn
 from core.schema import BatchPrediction, CustomerData, Health, Prediction
 from core.settings import get_settings
 from serving import request_path
@@ -149,6 +150,12 @@ def current_adapters() -> Adapters | None:
     return getattr(service, "adapters", None)
 
 
+def served_extras(adapters: Adapters | None) -> tuple[ExtraColumn, ...]:
+    """The loaded model's extra columns: what `/docs.json` documents for `extra`."""
+    model = adapters.model if adapters else None
+    return model.predictor.extras if model else ()
+
+
 def _in_process() -> Caller:
     """A caller inside this process: rate-limited as one client, like any other."""
     return Caller(client_id="in-process", address="in-process", request_id=uuid.uuid4().hex)
@@ -172,4 +179,5 @@ ChurnService.add_asgi_middleware(Gateway, adapters_of=current_adapters)  # type:
 ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     OpenAPIDocs,
     spec=lambda: ChurnService.openapi_spec.asdict(),  # type: ignore[attr-defined]
+    extras=lambda: served_extras(current_adapters()),
 )

@@ -7,9 +7,11 @@ here is the only change needed for it to flow through validation and encoding.
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from datetime import date, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -37,16 +39,36 @@ _PRINTABLE_ID_MESSAGE = (
     "customer_id must be printable: no control, invisible or bidirectional-format, "
     "surrogate, private-use, unassigned or line-separator characters, and not only spaces"
 )
-_ID_PATTERN_HINT = (
-    r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
-    r"\u2028-\u202e\u2060-\u206f\ud800-\uf8ff\ufeff\ufff9-\ufffb\ufffe\uffff]*"
-    r"[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
-    r"\u2028-\u202e\u2060-\u206f\ud800-\uf8ff\ufeff\ufff9-\ufffb\ufffe\uffff]"
-    r"[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
-    r"\u2028-\u202e\u2060-\u206f\ud800-\uf8ff\ufeff\ufff9-\ufffb\ufffe\uffff]*$"
-)
-"""The rule as far as a portable regex can say it, for the OpenAPI schema (client and test
-generators); `printable_problem` is the rule itself (it also knows unassigned code points)."""
+
+
+@cache
+def printable_id_pattern() -> str:
+    """The rule as a regular expression, exact for this Python's Unicode database, for the
+    OpenAPI schema (clients, and test generators such as schemathesis that hold the server
+    to it): one class of every code point outside UNPRINTABLE_CATEGORIES (a class of what
+    is allowed: generators draw from it ~6x faster than from the negated class), a
+    look-ahead for "not only spaces", another against the final newline Python's `$` lets
+    through. Valid in Python's `re` and in ECMA-262's Unicode mode (JSON Schema's dialect):
+    code points of the basic plane as `\\uXXXX`, the others (no escape reads the same in
+    both) as themselves."""
+    allowed = [
+        c.isprintable() or unicodedata.category(c) not in UNPRINTABLE_CATEGORIES
+        for c in map(chr, range(sys.maxunicode + 1))
+    ]
+    spans: list[str] = []
+    first: int | None = None
+    for code_point, inside in enumerate([*allowed, False]):
+        if inside and first is None:
+            first = code_point
+        elif not inside and first is not None:
+            last = code_point - 1
+            spans.append(_in_class(first) + (f"-{_in_class(last)}" if last > first else ""))
+            first = None
+    return rf"^(?!.*\n)(?!\s*$)[{''.join(spans)}]*$"
+
+
+def _in_class(code_point: int) -> str:
+    return f"\\u{code_point:04x}" if code_point <= 0xFFFF else chr(code_point)
 
 
 def printable_problem(value: str) -> str | None:
@@ -78,7 +100,7 @@ CustomerId = Annotated[
             "1 to 128 printable characters, not all spaces: no character of Unicode "
             "categories Cc, Cf, Cs, Co, Cn, Zl or Zp."
         ),
-        json_schema_extra={"pattern": _ID_PATTERN_HINT},
+        json_schema_extra=lambda schema: schema.update(pattern=printable_id_pattern()),
     ),
     AfterValidator(_printable_id),
 ]

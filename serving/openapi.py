@@ -12,7 +12,7 @@ A client generated from it (openapi-python-client) installs and calls every endp
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -23,7 +23,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import __version__
-from core.schema import BatchPrediction, CustomerData, Health, Prediction
+from core.pipeline.extras import ExtraColumn
+from core.schema import EXTRA_FIELD, BatchPrediction, CustomerData, Health, Prediction
 from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.feedback import Label
 from serving.bentoml_internals import SWAGGER_UI_PAGE
@@ -185,7 +186,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body={
             "oneOf": [
                 ref(Label),
-                {"type": "array", "items": ref(Label), "maxItems": MAX_LABELS_PER_REQUEST},
+                {
+                    "type": "array",
+                    "items": ref(Label),
+                    "minItems": 1,  # an empty array is a 422: no labels
+                    "maxItems": MAX_LABELS_PER_REQUEST,
+                },
             ]
         },
     ),
@@ -283,14 +289,40 @@ def _to_openapi31(schema: Any) -> Any:
     return converted
 
 
-def component_schemas() -> dict[str, Any]:
-    """Every model the document refers to, by name, from the pydantic models themselves."""
+def extra_schema(columns: Sequence[ExtraColumn]) -> dict[str, Any]:
+    """`extra` as the served model reads it: its extra columns by name and kind, no other
+    member (the request path refuses any other, serving/scoring.py), required if the model
+    requires one of them."""
+    properties = {
+        c.name: {"type": "number"} if c.kind == "number" else {"enum": list(c.categories)}
+        for c in columns
+    }
+    described: dict[str, Any] = {
+        "type": "object",
+        "description": "The served model's extra inputs (a data profile's extra columns).",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required := [c.name for c in columns if c.required]:
+        return described | {"required": required}
+    return {"anyOf": [described, {"type": "null"}], "default": None}
+
+
+def component_schemas(extras: tuple[ExtraColumn, ...] = ()) -> dict[str, Any]:
+    """Every model the document refers to, by name, from the pydantic models themselves;
+    a customer's `extra` object as the served model (`extras`) accepts it."""
     _, schema = models_json_schema(MODELS, ref_template=REF)
-    return dict(sorted(_to_openapi31(schema.get("$defs", {})).items()))
+    components = _to_openapi31(schema.get("$defs", {}))
+    customer = components[CustomerData.__name__]
+    customer["properties"][EXTRA_FIELD] = extra_schema(extras)
+    if any(c.required for c in extras):
+        customer["required"] = [*customer["required"], EXTRA_FIELD]
+    return dict(sorted(components.items()))
 
 
-def product_document(base: dict[str, Any]) -> dict[str, Any]:
-    """The published document, from BentoML's (`Service.openapi_spec.asdict()`)."""
+def product_document(base: dict[str, Any], extras: tuple[ExtraColumn, ...] = ()) -> dict[str, Any]:
+    """The published document, from BentoML's (`Service.openapi_spec.asdict()`) and the
+    served model's extra columns."""
     paths: dict[str, Any] = {}
     for path, item in base["paths"].items():
         for method, base_operation in item.items():
@@ -305,7 +337,7 @@ def product_document(base: dict[str, Any]) -> dict[str, Any]:
         "info": {"title": TITLE, "version": __version__, "description": DESCRIPTION},
         "paths": paths,
         "components": {
-            "schemas": component_schemas(),
+            "schemas": component_schemas(extras),
             "securitySchemes": {
                 SECURITY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key"}
             },
@@ -326,18 +358,26 @@ def _ui_page() -> bytes:
 class OpenAPIDocs:
     """ASGI middleware: `GET /docs.json` is the product's document, `GET /docs` its UI.
 
-    The document is built on first request, once per worker (the routes do not change).
+    The document is built on first request, once per worker and served model (`extras`:
+    the loaded model's extra columns; the routes do not change).
     """
 
-    def __init__(self, app: ASGIApp, spec: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        spec: Callable[[], dict[str, Any]],
+        extras: Callable[[], tuple[ExtraColumn, ...]] = tuple,
+    ) -> None:
         self.app = app
         self.spec = spec
-        self._document: bytes | None = None
+        self.extras = extras
+        self._documents: dict[tuple[ExtraColumn, ...], bytes] = {}
 
     def document(self) -> bytes:
-        if self._document is None:
-            self._document = orjson.dumps(product_document(self.spec()))
-        return self._document
+        extras = self.extras()
+        if extras not in self._documents:
+            self._documents[extras] = orjson.dumps(product_document(self.spec(), extras))
+        return self._documents[extras]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")  # exactly: from `/docs/` the page's links would break

@@ -9,6 +9,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from core import __version__
+from core.pipeline.extras import ExtraColumn
 from serving.openapi import REFUSALS, component_schemas, product_document
 
 
@@ -54,3 +55,30 @@ def test_schemas_are_openapi_31(document: dict[str, Any]) -> None:
     body = document["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["oneOf"][0] == label
     assert body["schema"]["oneOf"][1]["items"] == label
+
+
+def test_extra_is_what_the_served_model_reads(document: dict[str, Any]) -> None:
+    """The request path refuses any `extra` member the model was not trained with, and
+    requires the model's required ones: the document says the same, per served model."""
+    none = document["components"]["schemas"]["CustomerData"]["properties"]["extra"]
+    nothing, null = none["anyOf"]
+    assert nothing["properties"] == {} and nothing["additionalProperties"] is False
+    assert null == {"type": "null"}
+
+    columns = (
+        ExtraColumn("region", "category", ("north", "south")),
+        ExtraColumn("visits", "number", required=False),
+    )
+    import service
+
+    with_extras = product_document(service.ChurnService.openapi_spec.asdict(), columns)
+    validate(with_extras)
+    customer = with_extras["components"]["schemas"]["CustomerData"]
+    assert customer["properties"]["extra"] == {
+        "type": "object",
+        "description": "The served model's extra inputs (a data profile's extra columns).",
+        "properties": {"region": {"enum": ["north", "south"]}, "visits": {"type": "number"}},
+        "additionalProperties": False,
+        "required": ["region"],
+    }
+    assert "extra" in customer["required"]

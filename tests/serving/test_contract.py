@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from core import __version__
@@ -233,6 +234,53 @@ def test_what_the_service_answers_is_declared(
         assert answer.status_code == status, (method, path, answer.status_code, answer.text)
         assert status in declared(document, method, path), (method, path, status)
         assert "error" in answer.json() or status == 200
+
+
+def body_schema_validator(document: dict[str, Any], path: str) -> Draft202012Validator:
+    """A JSON Schema validator for the request body the document declares for POST `path`
+    (the document's components beside it, where its `#/components/...` references point)."""
+    body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    return Draft202012Validator({**body["schema"], "components": document["components"]})
+
+
+def test_every_documented_body_form_is_accepted_and_nothing_else(
+    contract: ServerProcess, document: dict[str, Any], bodies: list[dict[str, Any]]
+) -> None:
+    """Issue 14: `/predict/batch` takes a JSON array or BentoML's `{"customers": [...]}`,
+    `/feedback` one label or an array of them; each form the document's `oneOf` declares
+    is answered 200 (the same predictions for both batch forms), a body it rules out 422."""
+    label = {
+        "customer_id": bodies[0]["customer_id"],
+        "churned": True,
+        "observed_date": "2026-11-01",
+    }
+    cases = {
+        "/predict/batch": (
+            [bodies[:3], {"customers": bodies[:3]}],
+            [{"customers": bodies[:3], "more": 1}, {"customer": bodies[:3]}],
+        ),
+        "/feedback": (
+            [label, [label, {**label, "churned": False, "observed_date": "2026-11-02"}]],
+            [[], {"labels": [label]}],
+        ),
+    }
+    answers: dict[str, list[Any]] = {}
+    for path, (accepted, refused) in cases.items():
+        validator = body_schema_validator(document, path)
+        for body in accepted:
+            validator.validate(body)  # one of the declared forms
+            answer = httpx.post(f"{contract.url}{path}", json=body, headers=AUTH, timeout=60)
+            assert answer.status_code == 200, (path, body, answer.text)
+            answers.setdefault(path, []).append(answer.json())
+        for body in refused:
+            assert not validator.is_valid(body), (path, body)
+            answer = httpx.post(f"{contract.url}{path}", json=body, headers=AUTH, timeout=60)
+            assert answer.status_code == 422, (path, body, answer.text)
+    bare, wrapped = answers["/predict/batch"]
+    assert [p["churn_probability"] for p in bare["predictions"]] == [
+        p["churn_probability"] for p in wrapped["predictions"]
+    ]
+    assert [a["stored"] for a in answers["/feedback"]] == [1, 2]
 
 
 # --- point 17: a generated client installs and calls every endpoint ------------------------
