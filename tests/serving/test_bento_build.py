@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 from core.pipeline.integrity import MANIFEST_FILE, verify_manifest
@@ -95,6 +96,7 @@ def checkout_copy(root: Path, models: Path) -> Path:
     return root
 
 
+@pytest.mark.server
 def test_the_readmes_build_command_builds_a_bento_with_the_model(
     trained: TrainingOutcome, tmp_path: Path
 ) -> None:

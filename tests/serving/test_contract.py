@@ -1,7 +1,8 @@
-"""A contract that tells the truth (issue 13, points 15 and 17), against the real service
-(`bentoml serve`, PostgreSQL, Redis, API keys): answers whose risk level agrees with the
-decision, and an OpenAPI document from which a generated client installs and calls every
-endpoint, every status it meets declared."""
+"""A contract that tells the truth (issue 13, points 15 and 17): answers whose risk level
+agrees with the decision, and an OpenAPI document that declares every status the service
+answers (the service in this process, with API keys); and, against the real service
+(`bentoml serve`, PostgreSQL, Redis, API keys), a client generated from that document
+installs and calls every endpoint, `/metrics` included."""
 
 from __future__ import annotations
 
@@ -27,15 +28,14 @@ from launchers.pg_server import PostgresServer
 from launchers.redis_process import RedisServer
 from launchers.server_process import ServerProcess, request_bodies
 from serving.scoring import RISK_LEVELS, risk_levels
-from tests.serving.conftest import KEYS, serve
+from tests.serving.conftest import KEYS, AppWith, deployed_settings, serve
+from tests.serving.inprocess import InProcessApp
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}
 REFUSALS = {401, 403, 408, 413, 422, 429, 503}
 """Every refusal a protected route may answer (415 too, for the POST routes)."""
 CLIENT = "churn_prediction_service_client"
-
-pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +46,27 @@ def bands(trained: TrainingOutcome) -> tuple[float, float]:
     return round(threshold + (1 - threshold) / 2, 4), round(threshold + 3 * (1 - threshold) / 4, 4)
 
 
+@pytest.fixture
+def contract(app_with: AppWith, bands: tuple[float, float]) -> InProcessApp:
+    """The service in this process with API keys and risk bands of its own."""
+    medium, high = bands
+    return app_with(
+        **deployed_settings(
+            None, None, CHURN_RISK_MEDIUM_FROM=str(medium), CHURN_RISK_HIGH_FROM=str(high)
+        )
+    )
+
+
 @pytest.fixture(scope="module")
-def contract(
+def contract_server(
     tmp_path_factory: pytest.TempPathFactory,
     postgres: PostgresServer,
     redis_server: RedisServer,
-    bands: tuple[float, float],
+    trained: TrainingOutcome,
 ) -> Iterator[ServerProcess]:
+    """The service as deployed, in a subprocess: what a generated client meets."""
     tmp = tmp_path_factory.mktemp("contract")
-    medium, high = bands
-    server = serve(
-        tmp,
-        postgres.new_database(),
-        redis_server.url,
-        "contract",
-        CHURN_RISK_MEDIUM_FROM=str(medium),
-        CHURN_RISK_HIGH_FROM=str(high),
-    )
+    server = serve(tmp, postgres.new_database(), redis_server.url, "contract")
     yield server
     server.stop()
 
@@ -76,16 +80,16 @@ def bodies(trained: TrainingOutcome) -> list[dict[str, Any]]:
 
 
 def test_a_customer_who_will_churn_is_never_low_risk_with_no_action(
-    contract: ServerProcess,
+    contract: InProcessApp,
     bodies: list[dict[str, Any]],
     bands: tuple[float, float],
     trained: TrainingOutcome,
 ) -> None:
-    batch = httpx.post(f"{contract.url}/predict/batch", json=bodies, headers=AUTH, timeout=120)
+    batch = contract.post("/predict/batch", json=bodies, headers=AUTH)
     assert batch.status_code == 200, batch.text
     answers = batch.json()["predictions"]
     for body in bodies[:40]:  # the single route too (its own code path and batcher)
-        single = httpx.post(f"{contract.url}/predict", json=body, headers=AUTH, timeout=60)
+        single = contract.post("/predict", json=body, headers=AUTH)
         assert single.status_code == 200, single.text
         answers.append(single.json())
 
@@ -112,9 +116,9 @@ def test_a_customer_who_will_churn_is_never_low_risk_with_no_action(
 # --- point 17: the OpenAPI document --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def document(contract: ServerProcess) -> dict[str, Any]:
-    answer = httpx.get(f"{contract.url}/docs.json", timeout=30)
+@pytest.fixture
+def document(contract: InProcessApp) -> dict[str, Any]:
+    answer = contract.get("/docs.json")
     assert answer.status_code == 200
     return dict(answer.json())
 
@@ -123,8 +127,8 @@ def declared(document: dict[str, Any], method: str, path: str) -> set[int]:
     return {int(status) for status in document["paths"][path][method]["responses"]}
 
 
-def test_the_docs_ui_is_where_the_readme_says(contract: ServerProcess) -> None:
-    page = httpx.get(f"{contract.url}/docs", timeout=30)
+def test_the_docs_ui_is_where_the_readme_says(contract: InProcessApp) -> None:
+    page = contract.get("/docs")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "swagger" in page.text.lower()
@@ -165,68 +169,62 @@ def test_every_refusal_is_declared_with_its_body(document: dict[str, Any]) -> No
 
 
 def test_what_the_service_answers_is_declared(
-    contract: ServerProcess, document: dict[str, Any], bodies: list[dict[str, Any]]
+    contract: InProcessApp, document: dict[str, Any], bodies: list[dict[str, Any]]
 ) -> None:
     """Refusals provoked on every protected route: each status is one the document lists."""
-    url = contract.url
     label = {"customer_id": "C-1", "churned": True, "observed_date": "2026-11-01"}
     cases = [
-        ("post", "/predict", httpx.post(f"{url}/predict", json=bodies[0]), 401),
+        ("post", "/predict", contract.post("/predict", json=bodies[0]), 401),
         (
             "post",
             "/predict",
-            httpx.post(f"{url}/predict", json=bodies[0], headers={"X-API-Key": "no"}),
+            contract.post("/predict", json=bodies[0], headers={"X-API-Key": "no"}),
             403,
         ),
         (
             "post",
             "/predict",
-            httpx.post(
-                f"{url}/predict", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}
-            ),
+            contract.post("/predict", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}),
             415,
         ),
         (
             "post",
             "/predict",
-            httpx.post(f"{url}/predict", json={**bodies[0], "age": 3}, headers=AUTH),
+            contract.post("/predict", json={**bodies[0], "age": 3}, headers=AUTH),
             422,
         ),
         (
             "post",
             "/predict/batch",
-            httpx.post(
-                f"{url}/predict/batch",
-                json=bodies[:1] * (MAX_BATCH_CUSTOMERS + 1),
-                headers=AUTH,
-                timeout=60,
+            contract.post(
+                "/predict/batch", json=bodies[:1] * (MAX_BATCH_CUSTOMERS + 1), headers=AUTH
             ),
             413,
         ),
         (
             "post",
             "/predict/batch",
-            httpx.post(f"{url}/predict/batch", json=[{"age": 40}], headers=AUTH),
+            contract.post("/predict/batch", json=[{"age": 40}], headers=AUTH),
             422,
         ),
-        ("post", "/feedback", httpx.post(f"{url}/feedback", json=label), 401),
+        ("post", "/feedback", contract.post("/feedback", json=label), 401),
         (
             "post",
             "/feedback",
-            httpx.post(f"{url}/feedback", json={**label, "churned": "maybe"}, headers=AUTH),
+            contract.post("/feedback", json={**label, "churned": "maybe"}, headers=AUTH),
             422,
         ),
         (
             "post",
             "/feedback",
-            httpx.post(f"{url}/feedback", json=label, headers=AUTH, timeout=60),
+            contract.post("/feedback", json=label, headers=AUTH),
             200,
         ),
-        ("delete", "/customers/{customer_id}", httpx.delete(f"{url}/customers/C-1"), 401),
+        ("delete", "/customers/{customer_id}", contract.delete("/customers/C-1"), 401),
         (
             "delete",
             "/customers/{customer_id}",
-            httpx.delete(f"{url}/customers/C-1", headers=AUTH, timeout=60),
+            contract.delete("/customers/C-1", headers=AUTH),
             200,
         ),
     ]
@@ -288,13 +286,15 @@ def test_every_documented_body_form_is_accepted_and_nothing_else(
 
 @pytest.fixture(scope="module")
 def client_package(
-    document: dict[str, Any], contract: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+    contract_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModuleType]:
     """openapi-python-client's default (Poetry) package from the live document, installed
     with pip into a folder of its own, then imported from there."""
     tmp = tmp_path_factory.mktemp("client")
     spec = tmp / "docs.json"
-    spec.write_bytes(httpx.get(f"{contract.url}/docs.json", timeout=30).content)
+    document = httpx.get(f"{contract_server.url}/docs.json", timeout=30)
+    assert document.status_code == 200
+    spec.write_bytes(document.content)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     generated = subprocess.run(
@@ -346,13 +346,14 @@ def module(name: str) -> Any:
     return importlib.import_module(f"{CLIENT}.{name}")
 
 
+@pytest.mark.server
 def test_a_generated_client_installs_and_calls_every_endpoint(
-    client_package: ModuleType, contract: ServerProcess, bodies: list[dict[str, Any]]
+    client_package: ModuleType, contract_server: ServerProcess, bodies: list[dict[str, Any]]
 ) -> None:
     models = module("models")
     api = "api"
     client = client_package.AuthenticatedClient(
-        base_url=contract.url,
+        base_url=contract_server.url,
         token=KEYS[0],
         auth_header_name="X-API-Key",
         prefix="",
@@ -399,7 +400,7 @@ def test_a_generated_client_installs_and_calls_every_endpoint(
         )
 
     # Refusals arrive as the declared bodies.
-    anonymous = client_package.Client(base_url=contract.url, raise_on_unexpected_status=True)
+    anonymous = client_package.Client(base_url=contract_server.url, raise_on_unexpected_status=True)
     refused = module(f"{api}.scoring.predict").sync_detailed(client=anonymous, body=customers[0])
     assert refused.status_code == 401 and isinstance(refused.parsed, models.ErrorBody)
     invalid = models.CustomerData.from_dict({**bodies[0], "age": 3})

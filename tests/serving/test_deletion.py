@@ -1,6 +1,7 @@
-"""Issue 13, points 1, 3 and 9, against the real service with 2 workers, a real PostgreSQL
-and (or without) a real redis-server: a deletion is complete when it answers, in every
-worker; Redis never holds a raw customer id; unprintable ids are refused everywhere."""
+"""Issue 13, points 1, 3 and 9: a deletion is complete when it answers, in every worker
+(the real service with 2 workers, a real PostgreSQL and, or without, a real redis-server);
+Redis never holds a raw customer id, and unprintable ids are refused on every route (the
+service in this process, with the real redis-server)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,14 @@ from launchers.redis_process import RedisServer
 from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
-from tests.serving.conftest import KEYS, SECRET, serve
+from tests.serving.conftest import KEYS, SECRET, AppWith, deployed_settings, serve
+from tests.serving.inprocess import InProcessApp
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}
 FLUSH_MS = 5000
 """The workers' log flush interval: rows sit in a worker's memory this long, so the other
 worker's rows of a customer are still on their way when the deletion answers."""
-
-pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,7 @@ def deletion_is_complete(
     assert len(left) == len(after), "the customer's new predictions are logged as usual"
 
 
+@pytest.mark.server
 def test_deletion_reaches_every_worker_and_late_rows_with_redis(
     with_redis: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]]
 ) -> None:
@@ -161,6 +162,7 @@ def test_deletion_reaches_every_worker_and_late_rows_with_redis(
     deletion_is_complete(server, engine, {**bodies[0], "customer_id": "DELETE-ME-REDIS"}, 1)
 
 
+@pytest.mark.server
 def test_deletion_reaches_every_worker_and_late_rows_without_redis(
     without_redis: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]]
 ) -> None:
@@ -168,16 +170,28 @@ def test_deletion_reaches_every_worker_and_late_rows_without_redis(
     deletion_is_complete(server, engine, {**bodies[1], "customer_id": "DELETE-ME-LOCAL"}, 2)
 
 
+@pytest.fixture
+def with_redis_here(app_with: AppWith, redis_server: RedisServer) -> InProcessApp:
+    """The service in this process as deployed, sharing the session's Redis."""
+    return app_with(**deployed_settings(None, redis_server.url))
+
+
 def test_redis_holds_no_raw_customer_id(
-    with_redis: tuple[ServerProcess, Engine],
+    with_redis_here: InProcessApp,
     bodies: list[dict[str, Any]],
     redis_server: RedisServer,
 ) -> None:
     """Every key and every value in Redis, after misses and hits of several customers."""
-    server, _ = with_redis
+    app = with_redis_here
+
+    def predict(body: dict[str, Any]) -> httpx.Response:
+        answer = app.post("/predict", json=body, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        return answer
+
     customers = [{**b, "customer_id": f"RAWID-{i:04d}-X"} for i, b in enumerate(bodies[2:8])]
     for body in customers:
-        first, second = predict_once(server.url, body), predict_once(server.url, body)
+        first, second = predict(body), predict(body)
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
         assert second.json()["customer_id"] == body["customer_id"], "a hit names its customer"
         assert second.json()["churn_probability"] == first.json()["churn_probability"]
@@ -210,18 +224,16 @@ UNPRINTABLE = {
 
 @pytest.mark.parametrize("customer_id", list(UNPRINTABLE.values()), ids=list(UNPRINTABLE))
 def test_unprintable_ids_are_refused_on_every_route(
-    with_redis: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]], customer_id: str
+    with_redis_here: InProcessApp, bodies: list[dict[str, Any]], customer_id: str
 ) -> None:
-    server, _ = with_redis
+    app = with_redis_here
     body = {**bodies[9], "customer_id": customer_id}
     label = {"customer_id": customer_id, "churned": True, "observed_date": "2026-11-01"}
     answers = {
-        "predict": httpx.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=60),
-        "batch": httpx.post(f"{server.url}/predict/batch", json=[body], headers=AUTH, timeout=60),
-        "feedback": httpx.post(f"{server.url}/feedback", json=label, headers=AUTH, timeout=60),
-        "delete": httpx.delete(
-            f"{server.url}/customers/{quote(customer_id, safe='')}", headers=AUTH, timeout=60
-        ),
+        "predict": app.post("/predict", json=body, headers=AUTH),
+        "batch": app.post("/predict/batch", json=[body], headers=AUTH),
+        "feedback": app.post("/feedback", json=label, headers=AUTH),
+        "delete": app.delete(f"/customers/{quote(customer_id, safe='')}", headers=AUTH),
     }
     for route, answer in answers.items():
         assert answer.status_code == 422, (route, answer.status_code, answer.text)

@@ -1,6 +1,7 @@
-"""Issue 13, points 10 and 11, against the real service and a real PostgreSQL: no answered
-prediction's row is lost when a worker is SIGKILLed, and none is answered while the log
-can store nothing (database down and spool not writable)."""
+"""Issue 13, points 10 and 11, with a real PostgreSQL: no answered prediction's row is lost
+when a worker of the real service (`bentoml serve`, 2 workers) is SIGKILLed, and none is
+answered while the log can store nothing (database down and spool not writable; the
+service in this process)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import shutil
 import signal
 import threading
 import time
@@ -23,12 +23,11 @@ from sqlalchemy import Engine, select
 from launchers.pg_server import PostgresServer
 from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
-from tests.serving.conftest import KEYS, serve
+from tests.serving.conftest import KEYS, AppWith, deployed_settings, serve
+from tests.serving.inprocess import InProcessApp, metric
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}
-
-pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +104,7 @@ def worker_pids(server: ServerProcess) -> list[int]:
     ]
 
 
+@pytest.mark.server
 def test_sigkill_of_a_worker_under_load_loses_no_answered_prediction(
     tmp_path: Path, postgres: PostgresServer, bodies: list[dict[str, Any]]
 ) -> None:
@@ -132,43 +132,29 @@ def test_sigkill_of_a_worker_under_load_loses_no_answered_prediction(
         engine.dispose()
 
 
-def wait_for_status(url: str, status: int, timeout: float = 60.0) -> int:
+def wait_for_status(app: InProcessApp, path: str, status: int, timeout: float = 60.0) -> int:
     deadline, seen = time.monotonic() + timeout, -1
     while time.monotonic() < deadline:
-        try:
-            seen = httpx.get(url, timeout=5).status_code
-        except httpx.HTTPError:
-            seen = -1
+        seen = app.get(path).status_code
         if seen == status:
             return seen
         time.sleep(0.5)
     return seen
 
 
-def lost_rows(metrics: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith('churn_prediction_log_rows_total{outcome="lost"}'):
-            return float(line.split()[-1])
-    return None
-
-
 def test_database_down_and_spool_unwritable_answers_503_until_either_returns(
-    tmp_path: Path, postgres: PostgresServer, bodies: list[dict[str, Any]]
+    app_with: AppWith, postgres: PostgresServer, bodies: list[dict[str, Any]]
 ) -> None:
     url = postgres.new_database()
-    server = serve(tmp_path, url, None, "no-store")
-    spool = tmp_path / "spool-no-store"
-    moved = tmp_path / "spool-moved-away"
+    app = app_with(**deployed_settings(url, None))
+    spool = Path(app.env["CHURN_SPOOL_DIR"])
+    moved = app.folder / "spool-moved-away"
     engine = make_engine(url)
     answered: list[str] = []
+    lost_before = metric("churn_prediction_log_rows_total", outcome="lost")
 
     def predict(body: dict[str, Any], request_id: str) -> httpx.Response:
-        answer = httpx.post(
-            f"{server.url}/predict",
-            json=body,
-            headers={**AUTH, "X-Request-ID": request_id},
-            timeout=60,
-        )
+        answer = app.post("/predict", json=body, headers={**AUTH, "X-Request-ID": request_id})
         if answer.status_code == 200:
             answered.append(request_id)
         return answer
@@ -181,25 +167,23 @@ def test_database_down_and_spool_unwritable_answers_503_until_either_returns(
         spool.rename(moved)
         spool.write_text("not a folder")
         try:
-            assert wait_for_status(f"{server.url}/readyz", 503) == 503
+            assert wait_for_status(app, "/readyz", 503) == 503
             refused = predict(bodies[1], "during-outage")
             assert refused.status_code == 503, refused.text
             assert "spool not writable" in refused.json()["error"]
             assert refused.headers["x-request-id"] == "during-outage"
-            batch = httpx.post(
-                f"{server.url}/predict/batch", json=bodies[2:4], headers=AUTH, timeout=60
-            )
+            batch = app.post("/predict/batch", json=bodies[2:4], headers=AUTH)
             assert batch.status_code == 503, batch.text
             label = {"customer_id": "CUST-1", "churned": True, "observed_date": "2026-11-01"}
-            feedback = httpx.post(f"{server.url}/feedback", json=label, headers=AUTH, timeout=60)
+            feedback = app.post("/feedback", json=label, headers=AUTH)
             assert feedback.status_code == 503, feedback.text
             assert "spool not writable" in feedback.json()["error"]
-            assert lost_rows(httpx.get(f"{server.url}/metrics").text) == 0.0
+            assert metric("churn_prediction_log_rows_total", outcome="lost") == lost_before
         finally:
             spool.unlink()
             moved.rename(spool)
         # The spool is back (the database is not): rows can be kept again.
-        assert wait_for_status(f"{server.url}/readyz", 200) == 200
+        assert wait_for_status(app, "/readyz", 200) == 200
         assert predict(bodies[5], "spool-back").status_code == 200
         postgres.start()
         assert predict(bodies[6], "database-back").status_code == 200
@@ -208,6 +192,4 @@ def test_database_down_and_spool_unwritable_answers_503_until_either_returns(
         assert "during-outage" not in logged_request_ids(engine)
     finally:
         postgres.start()
-        server.stop()
         engine.dispose()
-    shutil.rmtree(spool, ignore_errors=True)

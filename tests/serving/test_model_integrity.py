@@ -1,7 +1,7 @@
-"""Model integrity on the real service: each corrupt copy of the session's model is served
-by its own `bentoml serve` (real Redis), which must start, stay alive and refuse to score,
-saying why without a stack trace or a path; and the cache is keyed by the model's content.
-"""
+"""Model integrity: each corrupt copy of the session's model is served by the service in
+this process over a store of its own (API keys, real Redis), which must start, stay alive
+and refuse to score, saying why without a stack trace or a path; and the cache is keyed by
+the model's content."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis as redis_client
 
@@ -30,9 +28,9 @@ from core.pipeline.store import (
 from core.schema import CustomerData
 from core.settings import MODEL_NAME, get_settings
 from launchers.redis_process import RedisServer
-from launchers.server_process import ServerProcess, request_bodies, start_server
+from launchers.server_process import request_bodies
 from serving.scoring import LoadedModel, score_batch
-from tests.serving.conftest import KEYS, SECRET
+from tests.serving.conftest import KEYS, AppWith, deployed_settings
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}
@@ -133,51 +131,21 @@ def copy_home(trained: TrainingOutcome, home: Path, edit: Edit | None = None) ->
     return target
 
 
-def serve_home(home: Path, redis_url: str, wait_for: str, **extra: str) -> ServerProcess:
-    """The service over `home`, as deployed (keys, Redis) but logging to SQLite."""
-    env = {
-        **extra,
-        "DATABASE_URL": f"sqlite:///{home / 'predictions.db'}",
-        "REDIS_URL": redis_url,
-        "CHURN_API_KEYS": ",".join(KEYS),
-        "CHURN_ID_HASH_SECRET": SECRET,
-        "CHURN_SPOOL_DIR": str(home / "spool"),
-        "CHURN_DATA_DIR": str(home),
-    }
-    return start_server(home, home / "server.log", env, wait_for=wait_for)
-
-
 @pytest.fixture(scope="module")
 def body(trained: TrainingOutcome) -> dict[str, Any]:
     return request_bodies(trained.test_frame.iloc[:1])[0]
 
 
 @pytest.fixture(scope="module")
-def corrupt_servers(
-    tmp_path_factory: pytest.TempPathFactory, trained: TrainingOutcome, redis_server: RedisServer
-) -> Iterator[dict[str, ServerProcess | Exception]]:
-    """One service per corruption, started side by side (each only needs to get alive);
-    a service that does not come up is its case's failure, not every case's."""
+def corrupt_homes(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainingOutcome
+) -> dict[str, Path]:
+    """One BentoML home per corruption."""
     homes = {}
     for name, (edit, _) in CASES.items():
         homes[name] = tmp_path_factory.mktemp(f"corrupt-{name}")
         copy_home(trained, homes[name], edit)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {
-            name: pool.submit(
-                serve_home,
-                home,
-                redis_server.url,
-                "/livez",
-                **(SERVING_KEY if name in SIGNED_CASES else {}),
-            )
-            for name, home in homes.items()
-        }
-        servers = {name: future.exception() or future.result() for name, future in futures.items()}
-    yield servers
-    for server in servers.values():
-        if isinstance(server, ServerProcess):
-            server.stop()
+    return homes
 
 
 def assert_path_free(reason: str, home: Path) -> None:
@@ -186,29 +154,33 @@ def assert_path_free(reason: str, home: Path) -> None:
     assert not re.search(r"""(^|[\s'"(=])/[\w.]""", reason), reason  # no absolute path
 
 
-@pytest.mark.server
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_corrupt_model_starts_unhealthy_and_refuses_to_score(
-    case: str, corrupt_servers: dict[str, ServerProcess | Exception], body: dict[str, Any]
+    case: str,
+    corrupt_homes: dict[str, Path],
+    app_with: AppWith,
+    redis_server: RedisServer,
+    body: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server, expected = corrupt_servers[case], CASES[case][1]
-    if isinstance(server, Exception):
-        pytest.fail(f"the service did not start: {server}")
-    home = server.log_path.parent
-    health = httpx.get(f"{server.url}/health", timeout=10).json()
+    home, expected = corrupt_homes[case], CASES[case][1]
+    signing = SERVING_KEY if case in SIGNED_CASES else {}
+    # Starting raises nothing: the instance is built and the app answers.
+    app = app_with(home=home, **deployed_settings(None, redis_server.url, **signing))
+    health = app.get("/health").json()
     assert health["status"] == "unhealthy" and health["model_loaded"] is False, health
     assert health["model_version"] is None
     assert expected in health["detail"], health["detail"]
     assert_path_free(health["detail"], home)
-    assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
-    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
-    answer = httpx.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=30)
+    assert app.get("/livez").status_code == 200
+    assert app.get("/readyz").status_code == 503
+    answer = app.post("/predict", json=body, headers=AUTH)
     assert answer.status_code == 503 and expected in answer.json()["error"], answer.text
     assert_path_free(answer.json()["error"], home)
-    batch = httpx.post(f"{server.url}/predict/batch", json=[body], headers=AUTH, timeout=30)
+    batch = app.post("/predict/batch", json=[body], headers=AUTH)
     assert batch.status_code == 503 and expected in batch.json()["error"], batch.text
     # The full story stays in the server log.
-    log = server.log_path.read_text()
+    log = caplog.text
     if case == "xgboost_error":  # XGBoost's own message: stack trace and absolute path
         assert "Stack trace" in log and f"{home / 'models' / MODEL_NAME}" in log
     else:
@@ -223,30 +195,23 @@ def served_probability(folder: Path, body: dict[str, Any]) -> float:
     return float(scored.probability[0])
 
 
-@pytest.mark.server
 def test_a_restored_model_never_sees_answers_cached_for_tampered_files(
-    tmp_path: Path, trained: TrainingOutcome, redis: RedisServer, body: dict[str, Any]
+    tmp_path: Path,
+    trained: TrainingOutcome,
+    app_with: AppWith,
+    redis: RedisServer,
+    body: dict[str, Any],
 ) -> None:
     # The tampered copy keeps its version but carries a rewritten manifest, so it is served:
     # an edit the checksums cannot see must still not share the restored files' cache.
     tampered_folder = copy_home(trained, tmp_path / "tampered", change_base_score)
     write_manifest(tampered_folder, tampered_folder.name)
     original_folder = copy_home(trained, tmp_path / "original")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        starting = [
-            pool.submit(serve_home, tmp_path / name, redis.url, "/readyz")
-            for name in ("tampered", "original")
-        ]
-        tampered, original = (future.result() for future in starting)
-    try:
-        first, second = (
-            httpx.post(f"{tampered.url}/predict", json=body, headers=AUTH, timeout=30)
-            for _ in range(2)
-        )
-        restored = httpx.post(f"{original.url}/predict", json=body, headers=AUTH, timeout=30)
-    finally:
-        tampered.stop()
-        original.stop()
+    settings = deployed_settings(None, redis.url)
+    tampered = app_with(home=tmp_path / "tampered", **settings)
+    first, second = (tampered.post("/predict", json=body, headers=AUTH) for _ in range(2))
+    original = app_with(home=tmp_path / "original", **settings)
+    restored = original.post("/predict", json=body, headers=AUTH)
     assert [first.headers["x-cache"], second.headers["x-cache"]] == ["miss", "hit"]
     assert restored.status_code == 200 and restored.headers["x-cache"] == "miss"
     assert restored.json()["model_version"] == first.json()["model_version"]

@@ -1,20 +1,23 @@
 """A differently shaped table, mapped by a hand-written profile with two extra columns,
-trains and serves end to end."""
+trains and serves end to end (the service in this process, over a store holding only that
+model)."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bentoml
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from launchers.server_process import request_bodies, start_server
+from launchers.server_process import request_bodies
+from tests.serving.conftest import AppWith
+from tests.serving.inprocess import InProcessApp
 from training.generate import generate_customers
 from training.profiles import apply_profile, load_profile
 from training.train import TrainingOptions, TrainingOutcome, train_model
@@ -77,8 +80,8 @@ def foreign_table(rows: int, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def profiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TrainingOutcome, str]]:
-    """Train on the foreign table, then serve that model from a store of its own."""
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TrainingOutcome, Path]]:
+    """Train on the foreign table; that model alone in a BentoML home of its own."""
     folder = tmp_path_factory.mktemp("profiled")
     (folder / "profile.yaml").write_text(yaml.safe_dump(PROFILE))
     frame, extras = apply_profile(foreign_table(6000, 5), load_profile(folder / "profile.yaml"))
@@ -91,18 +94,22 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trainin
     shutil.copytree(model.path, target)
     (target.parent / "latest").write_text(str(model.tag.version))
     bentoml.models.delete(outcome.tag)  # keep the session store's latest model untouched
-    server = start_server(home, folder / "server.log")
-    yield outcome, server.url
-    server.stop()
+    yield outcome, home
+
+
+@pytest.fixture
+def served(app_with: AppWith, profiled: tuple[TrainingOutcome, Path]) -> InProcessApp:
+    """The service in this process over the profiled model's home."""
+    return app_with(home=profiled[1])
 
 
 @pytest.fixture(scope="module")
-def bodies(profiled: tuple[TrainingOutcome, str]) -> list[dict[str, Any]]:
+def bodies(profiled: tuple[TrainingOutcome, Path]) -> list[dict[str, Any]]:
     outcome, _ = profiled
     return request_bodies(outcome.test_frame.iloc[:50], outcome.predictor.extras)
 
 
-def test_extras_are_model_features(profiled: tuple[TrainingOutcome, str]) -> None:
+def test_extras_are_model_features(profiled: tuple[TrainingOutcome, Path]) -> None:
     outcome, _ = profiled
     assert [c.name for c in outcome.predictor.extras] == ["region", "nps"]
     assert outcome.predictor.extras[0].categories == ("north", "south", "west")
@@ -112,15 +119,18 @@ def test_extras_are_model_features(profiled: tuple[TrainingOutcome, str]) -> Non
 
 
 def test_served_probabilities_match_training(
-    profiled: tuple[TrainingOutcome, str], bodies: list[dict[str, Any]]
+    profiled: tuple[TrainingOutcome, Path], served: InProcessApp, bodies: list[dict[str, Any]]
 ) -> None:
-    outcome, url = profiled
+    outcome, _ = profiled
+    assert served.get("/health").json()["model_version"] == (outcome.tag or "").split(":")[1]
     assert bodies[0]["extra"].keys() == {"region", "nps"}
-    served = [httpx.post(f"{url}/predict", json=b, timeout=30) for b in bodies[:20]]
-    assert [r.status_code for r in served] == [200] * 20, served[0].text
+    answers = [served.post("/predict", json=b) for b in bodies[:20]]
+    assert [r.status_code for r in answers] == [200] * 20, answers[0].text
     expected = outcome.predictor.predict_proba(outcome.test_raw[:20])
-    np.testing.assert_allclose([r.json()["churn_probability"] for r in served], expected, atol=1e-6)
-    batch = httpx.post(f"{url}/predict/batch", json=bodies, timeout=30)
+    np.testing.assert_allclose(
+        [r.json()["churn_probability"] for r in answers], expected, atol=1e-6
+    )
+    batch = served.post("/predict/batch", json=bodies)
     assert batch.status_code == 200
     got = [p["churn_probability"] for p in batch.json()["predictions"]]
     np.testing.assert_allclose(
@@ -139,21 +149,20 @@ def test_served_probabilities_match_training(
     ],
 )
 def test_extras_are_checked_against_the_model(
-    profiled: tuple[TrainingOutcome, str],
+    served: InProcessApp,
     bodies: list[dict[str, Any]],
     extra: dict[str, Any] | None,
     field: str,
     rule: str,
 ) -> None:
-    _, url = profiled
     body = {k: v for k, v in bodies[0].items() if k != "extra"}
     if extra is not None:
         body["extra"] = extra
-    answer = httpx.post(f"{url}/predict", json=body, timeout=30)
+    answer = served.post("/predict", json=body)
     assert answer.status_code == 422, answer.text
     assert {"field": field, "rule": rule} in [
         {"field": d["field"], "rule": d["rule"]} for d in answer.json()["detail"]
     ]
-    batch = httpx.post(f"{url}/predict/batch", json=[bodies[1], body], timeout=30)
+    batch = served.post("/predict/batch", json=[bodies[1], body])
     assert batch.status_code == 422
     assert batch.json()["detail"][0]["field"] == f"[1].{field}"

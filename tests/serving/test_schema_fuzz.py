@@ -1,21 +1,34 @@
 """Property-based requests from the service's own OpenAPI schema (schemathesis): valid and
+<<<<<<< HEAD
 invalid bodies, odd types, missing fields. No answer may be a 5xx or contradict the
 document (status, content type, headers, body schema; valid data accepted), and every
 rejection must name the field (or header, or body) and the rule."""
+=======
+invalid bodies, odd types, missing fields, sent to the service in this process as deployed
+(PostgreSQL log, Redis, API keys). No answer may be a 5xx, and every rejection must name
+the field (or header, or body) and the rule."""
+>>>>>>> inproc
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import pytest
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+<<<<<<< HEAD
 from schemathesis import GenerationMode, checks
 from sqlalchemy import Engine
+=======
+from schemathesis import GenerationMode
+>>>>>>> inproc
 
-from launchers.server_process import ServerProcess
+from launchers.pg_server import PostgresServer
+from launchers.redis_process import RedisServer
+from tests.serving.conftest import AppWith, deployed_settings
+from tests.serving.inprocess import BASE_URL, InProcessApp
 
 CASES_PER_OPERATION = 100
 """Four operations, valid and invalid generation: up to 800 requests (at least 500 asked)."""
@@ -53,6 +66,7 @@ def names_the_problem(status: int, body: Any) -> bool:
     return ":" in body["error"] or "X-API-Key" in body["error"]
 
 
+<<<<<<< HEAD
 def body_form(body: Any) -> str:
     """Which of a route's documented body forms a generated request used."""
     return "array" if isinstance(body, list) else "object" if isinstance(body, dict) else "other"
@@ -61,6 +75,26 @@ def body_form(body: Any) -> str:
 def fuzz(operation: Any, mode: GenerationMode, forms: set[str]) -> int:
     """Send up to CASES_PER_OPERATION generated requests; the number actually sent. The
     body forms of the requests the service accepted are added to `forms`."""
+=======
+def send(app: InProcessApp, case: Any) -> httpx.Response:
+    """The generated request, as schemathesis would send it, through the app's client."""
+    sent = case.as_transport_kwargs(base_url=BASE_URL, headers=AUTH)
+    method, url = sent.pop("method"), sent.pop("url")
+    body: dict[str, Any] = {}
+    if "json" in sent:
+        body["json"] = sent.pop("json")
+    if "data" in sent:
+        data = sent.pop("data")
+        body["content" if isinstance(data, bytes | str) else "data"] = data
+    if not sent.get("cookies"):
+        sent.pop("cookies", None)
+    assert set(sent) <= {"headers", "params"}, f"not sent: {sent}"
+    return app.request(method, url, **sent, **body)
+
+
+def fuzz(app: InProcessApp, operation: Any, mode: GenerationMode) -> int:
+    """Send up to CASES_PER_OPERATION generated requests; the number actually sent."""
+>>>>>>> inproc
     sent = 0
 
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -75,7 +109,7 @@ def fuzz(operation: Any, mode: GenerationMode, forms: set[str]) -> int:
     def check(case: Any) -> None:
         nonlocal sent
         sent += 1
-        response = case.call(headers=AUTH, timeout=30)
+        response = send(app, case)
         where = f"{case.as_curl_command()}\n{response.status_code} {response.text[:500]}"
         assert response.status_code < 500, where
         case.validate_response(response, checks=CONFORMANCE, headers=AUTH)
@@ -92,12 +126,13 @@ def fuzz(operation: Any, mode: GenerationMode, forms: set[str]) -> int:
     return sent
 
 
-@pytest.mark.server
 def test_generated_requests_never_5xx_and_rejections_name_the_field(
-    deployed: tuple[ServerProcess, Engine],
+    app_with: AppWith, postgres: PostgresServer, redis_server: RedisServer
 ) -> None:
-    server, _ = deployed
-    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    app = app_with(**deployed_settings(postgres.new_database(), redis_server.url))
+    document = app.get("/docs.json")
+    assert document.status_code == 200
+    schema = schemathesis.openapi.from_dict(document.json())
     operations = [r.ok() for r in schema.include(method=["POST", "DELETE"]).get_all_operations()]
     assert {op.label for op in operations} >= {
         "POST /predict",
@@ -107,7 +142,11 @@ def test_generated_requests_never_5xx_and_rejections_name_the_field(
     }
     accepted: dict[str, set[str]] = {op.label: set() for op in operations}
     sent = {
+<<<<<<< HEAD
         (operation.label, mode.value): fuzz(operation, mode, accepted[operation.label])
+=======
+        (operation.label, mode.value): fuzz(app, operation, mode)
+>>>>>>> inproc
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         for operation in operations
     }
