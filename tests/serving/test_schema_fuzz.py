@@ -1,13 +1,8 @@
 """Property-based requests from the service's own OpenAPI schema (schemathesis): valid and
-<<<<<<< HEAD
-invalid bodies, odd types, missing fields. No answer may be a 5xx or contradict the
-document (status, content type, headers, body schema; valid data accepted), and every
-rejection must name the field (or header, or body) and the rule."""
-=======
 invalid bodies, odd types, missing fields, sent to the service in this process as deployed
-(PostgreSQL log, Redis, API keys). No answer may be a 5xx, and every rejection must name
-the field (or header, or body) and the rule."""
->>>>>>> inproc
+(PostgreSQL log, Redis, API keys). No answer may be a 5xx or contradict the document
+(status, content type, headers, body schema; valid data accepted), and every rejection
+must name the field (or header, or body) and the rule."""
 
 from __future__ import annotations
 
@@ -18,12 +13,7 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-<<<<<<< HEAD
 from schemathesis import GenerationMode, checks
-from sqlalchemy import Engine
-=======
-from schemathesis import GenerationMode
->>>>>>> inproc
 
 from launchers.pg_server import PostgresServer
 from launchers.redis_process import RedisServer
@@ -66,16 +56,6 @@ def names_the_problem(status: int, body: Any) -> bool:
     return ":" in body["error"] or "X-API-Key" in body["error"]
 
 
-<<<<<<< HEAD
-def body_form(body: Any) -> str:
-    """Which of a route's documented body forms a generated request used."""
-    return "array" if isinstance(body, list) else "object" if isinstance(body, dict) else "other"
-
-
-def fuzz(operation: Any, mode: GenerationMode, forms: set[str]) -> int:
-    """Send up to CASES_PER_OPERATION generated requests; the number actually sent. The
-    body forms of the requests the service accepted are added to `forms`."""
-=======
 def send(app: InProcessApp, case: Any) -> httpx.Response:
     """The generated request, as schemathesis would send it, through the app's client."""
     sent = case.as_transport_kwargs(base_url=BASE_URL, headers=AUTH)
@@ -92,9 +72,14 @@ def send(app: InProcessApp, case: Any) -> httpx.Response:
     return app.request(method, url, **sent, **body)
 
 
-def fuzz(app: InProcessApp, operation: Any, mode: GenerationMode) -> int:
-    """Send up to CASES_PER_OPERATION generated requests; the number actually sent."""
->>>>>>> inproc
+def body_form(body: Any) -> str:
+    """Which of a route's documented body forms a generated request used."""
+    return "array" if isinstance(body, list) else "object" if isinstance(body, dict) else "other"
+
+
+def fuzz(app: InProcessApp, operation: Any, mode: GenerationMode, forms: set[str]) -> int:
+    """Send up to CASES_PER_OPERATION generated requests; the number actually sent. The
+    body forms of the requests the service accepted are added to `forms`."""
     sent = 0
 
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -142,11 +127,7 @@ def test_generated_requests_never_5xx_and_rejections_name_the_field(
     }
     accepted: dict[str, set[str]] = {op.label: set() for op in operations}
     sent = {
-<<<<<<< HEAD
-        (operation.label, mode.value): fuzz(operation, mode, accepted[operation.label])
-=======
-        (operation.label, mode.value): fuzz(app, operation, mode)
->>>>>>> inproc
+        (operation.label, mode.value): fuzz(app, operation, mode, accepted[operation.label])
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         for operation in operations
     }
