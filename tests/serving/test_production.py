@@ -112,11 +112,11 @@ def test_cache_hit_miss_metric_and_log(
 
 
 def test_batch_rows_are_logged_without_the_customer_id(
-    deployed: tuple[ServerProcess, Engine], bodies: list[dict[str, Any]]
+    deployed_here: tuple[InProcessApp, Engine], bodies: list[dict[str, Any]]
 ) -> None:
-    server, engine = deployed
+    app, engine = deployed_here
     batch = [{**body, "customer_id": f"BATCH-{uuid.uuid4().hex[:12]}"} for body in bodies[:3]]
-    answer = httpx.post(f"{server.url}/predict/batch", json=batch, headers=AUTH, timeout=60)
+    answer = app.post("/predict/batch", json=batch, headers=AUTH)
     assert answer.status_code == 200, answer.text
     hashes = [customer_hash(body["customer_id"], SECRET.encode()) for body in batch]
     where = PREDICTIONS.c.customer_hash.in_(hashes)
