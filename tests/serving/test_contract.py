@@ -242,7 +242,7 @@ def body_schema_validator(document: dict[str, Any], path: str) -> Draft202012Val
 
 
 def test_every_documented_body_form_is_accepted_and_nothing_else(
-    contract: ServerProcess, document: dict[str, Any], bodies: list[dict[str, Any]]
+    contract: InProcessApp, document: dict[str, Any], bodies: list[dict[str, Any]]
 ) -> None:
     """Issue 14: `/predict/batch` takes a JSON array or BentoML's `{"customers": [...]}`,
     `/feedback` one label or an array of them; each form the document's `oneOf` declares
@@ -267,12 +267,12 @@ def test_every_documented_body_form_is_accepted_and_nothing_else(
         validator = body_schema_validator(document, path)
         for body in accepted:
             validator.validate(body)  # one of the declared forms
-            answer = httpx.post(f"{contract.url}{path}", json=body, headers=AUTH, timeout=60)
+            answer = contract.post(path, json=body, headers=AUTH)
             assert answer.status_code == 200, (path, body, answer.text)
             answers.setdefault(path, []).append(answer.json())
         for body in refused:
             assert not validator.is_valid(body), (path, body)
-            answer = httpx.post(f"{contract.url}{path}", json=body, headers=AUTH, timeout=60)
+            answer = contract.post(path, json=body, headers=AUTH)
             assert answer.status_code == 422, (path, body, answer.text)
     bare, wrapped = answers["/predict/batch"]
     assert [p["churn_probability"] for p in bare["predictions"]] == [
