@@ -49,6 +49,25 @@ class ServerProcess:
             self.process.kill()
 
 
+def private_home(bentoml_home: Path, log_path: Path) -> Path:
+    """A BentoML home of this server's own whose `models` and `bentos` are `bentoml_home`'s.
+
+    BentoML keeps its Prometheus multiprocess files in `$BENTOML_HOME/prometheus_multiproc_dir`
+    and empties that folder when a server starts: two servers over one home wipe each
+    other's `/metrics`. Sharing only the model store keeps every server's metrics its own.
+    """
+    store = bentoml_home / "models"
+    store.mkdir(parents=True, exist_ok=True)
+    home = log_path.with_name(f"{log_path.stem}-bentoml-home")
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "models"
+    if link.is_symlink() and link.resolve() != store.resolve():
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(store.resolve(), target_is_directory=True)
+    return home
+
+
 def start_server(
     bentoml_home: Path,
     log_path: Path,
@@ -61,7 +80,8 @@ def start_server(
     (`/livez` for a service that is up but, by design, not ready). `project`: another
     checkout to serve, with its own `.venv` (a benchmark's previous version)."""
     port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **(extra_env or {})}
+    home = private_home(bentoml_home, log_path)
+    env = {**os.environ, "BENTOML_HOME": str(home), **(extra_env or {})}
     bentoml = (
         Path(sys.executable).with_name("bentoml")
         if project == PROJECT_ROOT
