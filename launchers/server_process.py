@@ -75,12 +75,15 @@ def start_server(
     service: str = "service:ChurnService",
     wait_for: str = "/readyz",
     project: Path = PROJECT_ROOT,
+    own_home: bool = True,
 ) -> ServerProcess:
     """Start `service` over `bentoml_home` and wait until `wait_for` answers 200
     (`/livez` for a service that is up but, by design, not ready). `project`: another
-    checkout to serve, with its own `.venv` (a benchmark's previous version)."""
+    checkout to serve, with its own `.venv` (a benchmark's previous version). `own_home`:
+    serve from `private_home` (False for a Bento served by tag: BentoML does not find a
+    Bento through a linked store; serve it alone over its home instead)."""
     port = free_port()
-    home = private_home(bentoml_home, log_path)
+    home = private_home(bentoml_home, log_path) if own_home else bentoml_home
     env = {**os.environ, "BENTOML_HOME": str(home), **(extra_env or {})}
     bentoml = (
         Path(sys.executable).with_name("bentoml")

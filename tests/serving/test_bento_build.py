@@ -161,7 +161,11 @@ def test_the_readmes_build_command_builds_a_bento_with_the_model(
 
     # Served, the Bento takes its worker count from the machine that serves it.
     running = start_server(
-        project / "bentos", tmp_path / "bento.log", {"CHURN_WORKERS": "2"}, service=tag
+        project / "bentos",
+        tmp_path / "bento.log",
+        {"CHURN_WORKERS": "2"},
+        service=tag,
+        own_home=False,
     )
     try:
         assert served_workers(running) == 2
