@@ -104,14 +104,16 @@ class ChurnService:
     async def predict(self, **customer: Any) -> Prediction:
         """Score one customer (concurrent requests are merged into one batch)."""
         body = body_of(CustomerData, customer)
-        answer = await request_path.predict(body, _in_process(), self.adapters, _now())
+        answer = await request_path.predict(body, _in_process(), self.adapters, time.perf_counter())
         return Prediction.model_validate_json(_answered(answer))
 
     @bentoml.api(route="/predict/batch")
     async def predict_batch(self, customers: list[CustomerData]) -> BatchPrediction:
         """Score up to 1,000 customers in one vectorised pass."""
         body = orjson.dumps({"customers": [c.model_dump(mode="json") for c in customers]})
-        answer = await request_path.predict_batch(body, _in_process(), self.adapters, _now())
+        answer = await request_path.predict_batch(
+            body, _in_process(), self.adapters, time.perf_counter()
+        )
         return BatchPrediction.model_validate_json(_answered(answer))
 
     @bentoml.api(route="/feedback", input_spec=LabelInput, output_spec=LabelsReceived)
@@ -119,7 +121,9 @@ class ChurnService:
         """Ground truth for one customer (over HTTP, also a JSON array of labels). 200
         once stored; 202 if the database is down and it was spooled to disk instead."""
         status, body = await receive_labels(self.adapters, body_of(LabelInput, label))
-        return LabelsReceived.model_validate_json(_answered(Answer.of(status, body)))
+        if status >= 300:
+            raise _refusal(status, body)
+        return LabelsReceived.model_validate(body)
 
     @health_app.delete("/customers/{customer_id}")
     async def delete_customer(self, customer_id: str) -> JSONResponse:
@@ -161,16 +165,15 @@ def _in_process() -> Caller:
     return Caller(client_id="in-process", address="in-process", request_id=uuid.uuid4().hex)
 
 
-def _now() -> float:
-    return time.perf_counter()
-
-
 def _answered(answer: Answer) -> bytes:
-    """The answer's body, or the refusal as the BentoML exception of its status."""
-    if answer.status < 300:
-        return answer.body
-    message = str(orjson.loads(answer.body))
-    raise bentoml.exceptions.BentoMLException(message, error_code=HTTPStatus(answer.status))
+    """The answer's body, or the refusal raised as the BentoML exception of its status."""
+    if answer.status >= 300:
+        raise _refusal(answer.status, orjson.loads(answer.body))
+    return answer.body
+
+
+def _refusal(status: int, body: dict[str, Any]) -> bentoml.exceptions.BentoMLException:
+    return bentoml.exceptions.BentoMLException(str(body), error_code=HTTPStatus(status))
 
 
 # The first middleware added is the outermost: the front door sees every request first.

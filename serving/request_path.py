@@ -122,7 +122,8 @@ async def predict(body: bytes, caller: Caller, parts: Adapters, started: float) 
         # 4. log, before the answer leaves
         cache = "miss" if key is not None else "none"
         latency_ms = (time.perf_counter() - started) * 1000.0
-        row = _record(parts, parsed, prediction, caller, cache, latency_ms)
+        customer_id = parsed.customer.customer_id
+        row = _record(parts, customer_id, parsed.features, prediction, caller, cache, latency_ms)
         await parts.write_log([row])
     except NotDurable as error:
         return _not_durable(error, headers)
@@ -151,7 +152,9 @@ async def _answer_from_cache(
     prediction = answer_from_cache(cached, parsed.customer.customer_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction["latency_ms"] = latency_ms
-    await parts.write_log([_record(parts, parsed, prediction, caller, "hit", latency_ms)])
+    customer_id = parsed.customer.customer_id
+    row = _record(parts, customer_id, parsed.features, prediction, caller, "hit", latency_ms)
+    await parts.write_log([row])
     headers = [(REQUEST_ID_HEADER, caller.request_id.encode()), (b"x-cache", b"hit")]
     return Answer.of(200, prediction, headers)
 
@@ -218,7 +221,8 @@ def _envelope(
 
 def _record(
     parts: Adapters,
-    parsed: ParsedCustomer,
+    customer_id: str,
+    features: dict[str, Any],
     prediction: dict[str, Any],
     caller: Caller,
     cache: str,
@@ -229,8 +233,8 @@ def _record(
     return PredictionRecord.from_answer(
         prediction,
         request_id=caller.request_id,
-        customer_hash=parts.hash_id(parsed.customer.customer_id),
-        features=parsed.features,
+        customer_hash=parts.hash_id(customer_id),
+        features=features,
         latency_ms=latency_ms,
         cache=cache,
         endpoint=endpoint,
@@ -251,7 +255,7 @@ def _batch_records(
     """One row per customer; the features of all dumped in one pydantic call."""
     features = _customer_fields.dump_python(customers, mode="json", exclude_none=True)
     return [
-        _record(parts, ParsedCustomer(c, f, b""), p, caller, "none", latency_ms, "batch")
+        _record(parts, c.customer_id, f, p, caller, "none", latency_ms, "batch")
         for c, f, p in zip(customers, features, predictions, strict=True)
     ]
 

@@ -5,6 +5,8 @@ answer lost, every answer logged once."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,21 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def bodies(trained: TrainingOutcome) -> list[dict[str, Any]]:
     return request_bodies(trained.test_frame.iloc[:400])
+
+
+@contextmanager
+def served_over_postgres(
+    tmp_path: Path, postgres: PostgresServer, redis: RedisServer, name: str
+) -> Iterator[tuple[ServerProcess, Engine]]:
+    """A deployed service over a PostgreSQL database of its own, and an engine on it."""
+    url = postgres.new_database()
+    server = serve(tmp_path, url, redis.url, name)
+    engine = make_engine(url)
+    try:
+        yield server, engine
+    finally:
+        server.stop()
+        engine.dispose()
 
 
 def rows(engine: Engine) -> int:
@@ -80,10 +97,7 @@ def test_postgres_stopped_during_load_every_answer_is_logged_exactly_once(
     redis: RedisServer,
     bodies: list[dict[str, Any]],
 ) -> None:
-    url = postgres.new_database()
-    server = serve(tmp_path, url, redis.url, "pg-outage")
-    engine = make_engine(url)
-    try:
+    with served_over_postgres(tmp_path, postgres, redis, "pg-outage") as (server, engine):
         with Load(server.url, bodies, clients=32, seconds=30, headers=AUTH) as load:
             time.sleep(8)
             postgres.stop()
@@ -96,9 +110,6 @@ def test_postgres_stopped_during_load_every_answer_is_logged_exactly_once(
         with engine.connect() as connection:
             distinct = connection.scalar(select(func.count(func.distinct(PREDICTIONS.c.id))))
         assert distinct == logged
-    finally:
-        server.stop()
-        engine.dispose()
 
 
 def test_sigterm_during_load_finishes_in_flight_requests_and_writes_the_log(
@@ -107,10 +118,7 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_writes_the_log(
     redis: RedisServer,
     bodies: list[dict[str, Any]],
 ) -> None:
-    url = postgres.new_database()
-    server = serve(tmp_path, url, redis.url, "sigterm")
-    engine = make_engine(url)
-    try:
+    with served_over_postgres(tmp_path, postgres, redis, "sigterm") as (server, engine):
         with Load(server.url, bodies, clients=32, seconds=12, headers=AUTH) as load:
             time.sleep(5)
             sent_term_at = load.elapsed()
@@ -122,6 +130,3 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_writes_the_log(
         assert not [s for s in result.statuses if s >= 500], result.statuses
         assert result.ok > 0
         assert rows(engine) == result.ok  # written before the process exited
-    finally:
-        server.stop()
-        engine.dispose()
