@@ -27,6 +27,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Float,
+    Integer,
     MetaData,
     String,
     Table,
@@ -136,9 +137,68 @@ class DeletedCustomerRow(Base):
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class DriftResultRow(Base):
+    """One column's PSI in one drift run (`churn drift`), for the model version that
+    served the window's rows. `kind`: ``feature`` (engineered), ``input`` (raw) or
+    ``prediction`` (the served churn probability)."""
+
+    __tablename__ = "drift_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    column: Mapped[str] = mapped_column(String(64))
+    psi: Mapped[float] = mapped_column(Float)
+    band: Mapped[str] = mapped_column(String(16))
+    reference_rows: Mapped[int] = mapped_column(Integer)
+    current_rows: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class PerformanceResultRow(Base):
+    """One metric of one model version over one window (`churn performance`): the figure
+    measured against labels (None below the minimum label count) beside the one estimated
+    from the calibrated probabilities alone."""
+
+    __tablename__ = "performance_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    measured: Mapped[float | None] = mapped_column(Float, nullable=True)
+    estimated: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label_count: Mapped[int] = mapped_column(Integer)
+    prediction_count: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class RetrainingTriggerRow(Base):
+    """A reason to retrain, recorded by a monitoring job (drift or performance) and
+    consumed by the retraining cycle, which sets `consumed_at`."""
+
+    __tablename__ = "retraining_triggers"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(64))
+    features: Mapped[list[str]] = mapped_column(JSONDocument)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 PREDICTIONS: Table = Base.metadata.tables["predictions"]
 GROUND_TRUTH: Table = Base.metadata.tables["ground_truth"]
 DELETED_CUSTOMERS: Table = Base.metadata.tables["deleted_customers"]
+DRIFT_RESULTS: Table = Base.metadata.tables["drift_results"]
+PERFORMANCE_RESULTS: Table = Base.metadata.tables["performance_results"]
+RETRAINING_TRIGGERS: Table = Base.metadata.tables["retraining_triggers"]
 
 
 def normalise_url(url: str | URL) -> URL:

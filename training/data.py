@@ -182,6 +182,11 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _as_text(column: pd.Series) -> pd.Series:
+    """Values as text, missing ones left missing (pandas 2's astype(str) spells them "nan")."""
+    return column.astype("str").mask(column.isna())
+
+
 def _blank_to_na(column: pd.Series) -> pd.Series:
     """Whitespace-only text counts as missing, like an empty CSV cell."""
     if column.dtype == object or pd.api.types.is_string_dtype(column):
@@ -229,7 +234,7 @@ def _to_category(name: str, column: pd.Series, checker: _Checker) -> pd.Series:
     vocabulary = CATEGORIES[name]
     bad = column.notna() & ~column.isin(vocabulary)
     checker.flag(name, f"must be one of {list(vocabulary)}", bad.to_numpy(), column)
-    return column.astype("str")
+    return _as_text(column)
 
 
 def _to_date(name: str, column: pd.Series, checker: _Checker) -> pd.Series:
@@ -249,7 +254,7 @@ def _to_date(name: str, column: pd.Series, checker: _Checker) -> pd.Series:
 
 def _to_id(original: pd.Series, checker: _Checker) -> pd.Series:
     column = _blank_to_na(original)
-    ids = column.astype("str")
+    ids = _as_text(column)
     checker.flag(ID_COLUMN, "must not be missing or blank", column.isna().to_numpy(), original)
     lengths = ids.str.len()
     pattern = None

@@ -17,7 +17,12 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
-from core.pipeline.extras import ExtraColumn, encode_extra_frame, encode_extra_values
+from core.pipeline.extras import (
+    ExtraColumn,
+    encode_extra_frame,
+    encode_extra_values,
+    objects_or_none,
+)
 from core.schema import CATEGORIES, COLUMN_KINDS, RAW_COLUMNS, ColumnKind, CustomerData
 
 RAW_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_COLUMNS)}
@@ -85,6 +90,6 @@ def encode_frame(frame: pd.DataFrame, extras: Sequence[ExtraColumn] = ()) -> np.
         column = frame[name]
         if COLUMN_KINDS[name] is ColumnKind.DATE:
             column = pd.to_datetime(column, errors="coerce")
-        columns.append(column.astype(object).where(column.notna(), None).to_numpy(dtype=object))
+        columns.append(objects_or_none(column))
     raw = _encode_columns(columns, len(frame))
     return np.hstack([raw, encode_extra_frame(frame, extras)]) if extras else raw

@@ -65,6 +65,14 @@ def _encode(column: ExtraColumn, values: np.ndarray) -> np.ndarray:
     return codes
 
 
+def objects_or_none(series: pd.Series) -> np.ndarray:
+    """A column as Python objects with every missing value (NaN, NaT, pd.NA) as None:
+    the one spelling of "missing" the row encoders check for."""
+    values = series.to_numpy(dtype=object)
+    values[series.isna().to_numpy()] = None
+    return values
+
+
 def encode_extra_frame(frame: pd.DataFrame, columns: Sequence[ExtraColumn]) -> np.ndarray:
     """Extra columns of a typed training table → float matrix (n, len(columns))."""
     out = np.full((len(frame), len(columns)), np.nan)
@@ -73,7 +81,7 @@ def encode_extra_frame(frame: pd.DataFrame, columns: Sequence[ExtraColumn]) -> n
             series = frame[column.name]
             if column.kind == "category":
                 series = series.astype("string")
-            values = series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+            values = objects_or_none(series)
             out[:, j] = _encode(column, values)
     return out
 

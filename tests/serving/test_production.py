@@ -24,7 +24,7 @@ from core.settings import PROJECT_ROOT
 from launchers.pg_server import PostgresServer
 from launchers.redis_process import RedisServer
 from launchers.server_process import request_bodies
-from monitoring.database import PREDICTIONS, make_engine
+from monitoring.database import PREDICTIONS, make_engine, upgrade_schema
 from monitoring.identity import customer_hash
 from tests.serving.conftest import KEYS, SECRET, AppWith, deployed_settings
 from tests.serving.inprocess import InProcessApp, InProcessApps, metric
@@ -47,6 +47,9 @@ def deployed_env(postgres: PostgresServer, redis_server: RedisServer) -> dict[st
 @pytest.fixture(scope="module")
 def deployed_engine(deployed_env: dict[str, str]) -> Iterator[Engine]:
     engine = make_engine(deployed_env["DATABASE_URL"])
+    # The service migrates in the background when it starts; the tests read the tables
+    # before it may have finished (upgrade_schema is safe to run concurrently).
+    upgrade_schema(engine)
     yield engine
     engine.dispose()
 
