@@ -123,6 +123,77 @@ def evaluate(
     metrics_out.write_text(json.dumps(report.metrics, indent=2))
 
 
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def performance(
+    window: Annotated[
+        str | None,
+        typer.Option(help="Predictions served in the last N m|h|d|w (default: 30d, setting)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only this model: a tag (churn_model:latest) or version.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for performance.json.")] = None,
+) -> None:
+    """Measured (against labels) and estimated (from probabilities) figures per model
+    version; a degradation records a retraining trigger."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from monitoring.database import make_engine, upgrade_schema
+    from monitoring.performance import (
+        PerformanceOptions,
+        parse_window,
+        resolve_version,
+        run_performance,
+    )
+
+    settings = get_settings()
+    try:
+        span = parse_window(window) if window else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--window") from error
+    options = PerformanceOptions.from_settings(settings, span)
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    run = run_performance(engine, options, model_version=resolve_version(model) if model else None)
+    console = Console()
+    console.print(f"window {run.window_start:%Y-%m-%d %H:%M} – {run.window_end:%Y-%m-%d %H:%M} UTC")
+    if not run.versions:
+        console.print("no predictions served in the window")
+    for version in run.versions:
+        table = Table(title=f"model {version.model_version}")
+        for column in ("metric", "measured", "estimated", "training"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for metric, measured in version.measured.items():
+            training = version.training.get(metric) if version.training else None
+            figures = (measured, version.estimated[metric], training)
+            table.add_row(metric, *(_figure(value) for value in figures))
+        console.print(table)
+        coverage = _figure(version.label_coverage)
+        console.print(
+            f"{version.label_count:,} labels for {version.prediction_count:,} customers "
+            f"predicted (coverage {coverage})"
+            + ("" if version.claimed else f"; below {options.min_labels:,} labels: not claimed")
+        )
+        if version.training is None:
+            console.print("no training figures: the version is not in the model store")
+        for found in version.degradations:
+            console.print(
+                f"[bold red]degraded[/]: {found.metric} {found.measured:.4f} "
+                f"({found.rule} limit {found.limit:.4f})"
+            )
+        if version.trigger_id is not None:
+            console.print(f"retraining trigger {version.trigger_id} recorded")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "performance.json").write_text(json.dumps(run.to_dict(), indent=2))
+        console.print(f"wrote {out / 'performance.json'}")
+
+
 @app.command()
 def models() -> None:
     """List stored churn models, newest first."""
