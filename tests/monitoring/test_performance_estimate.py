@@ -9,6 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
+from core.pipeline.encode import encode_frame
+from core.settings import TRUE_PROBABILITY_COLUMN
 from monitoring.estimate import (
     ESTIMATED_METRICS,
     estimated_metrics,
@@ -16,7 +18,10 @@ from monitoring.estimate import (
     expected_roc_auc,
 )
 from monitoring.measure import expected_calibration_error, measured_metrics
+from training.data import prepare_table, split_xy
 from training.evaluate import expected_calibration_error as training_ece
+from training.generate import generate_customers
+from training.train import TrainingOutcome
 
 WINDOW_ROWS = 2000
 SEEDS = 20
@@ -89,3 +94,27 @@ def test_the_live_ece_is_trainings_ece(seed: int) -> None:
     p, _, churned = calibrated_window(seed, rows=500)
     p[:3] = (0.0, 1.0, 0.5)  # the edges of the first and last bins
     assert expected_calibration_error(churned, p) == pytest.approx(training_ece(churned, p))
+
+
+REAL_MODEL_TOLERANCE = 0.03
+"""README: the trained model's estimate against the mean measured figure of fresh
+customers whose labels are drawn from their true churn probability."""
+
+
+def test_the_trained_models_estimate_lands_within_tolerance(trained: TrainingOutcome) -> None:
+    """Fresh synthetic customers (not the training table), the model's probabilities and
+    decisions, labels drawn ten times from the generator's true probability: what is left
+    between estimate and measured figure is the model's own calibration error."""
+    frame, _ = prepare_table(generate_customers(20_000, seed=99))
+    features, _ = split_xy(frame)
+    p = trained.predictor.predict_proba(encode_frame(features, ()))
+    decision = p >= trained.predictor.threshold
+    truth = frame[TRUE_PROBABILITY_COLUMN].to_numpy()
+    estimated = estimated_metrics(p, decision)
+    draws = [
+        measured_metrics(np.random.default_rng(seed).random(p.size) < truth, p, decision)
+        for seed in range(10)
+    ]
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        measured = np.mean([draw[metric] for draw in draws])
+        assert abs(estimated[metric] - measured) <= REAL_MODEL_TOLERANCE, metric  # type: ignore[operator]
