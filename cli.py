@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(db_app, name="db")
 app.command()(retention)
+
+if TYPE_CHECKING:
+    from monitoring.performance import PerformanceRun
 
 DEMO_ROWS = 20_000
 DEMO_TRIALS = 20
@@ -127,6 +130,41 @@ def _figure(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def _print_performance(run: PerformanceRun, min_labels: int) -> None:
+    """The run as the terminal shows it: a table per version, then counts and verdicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    span = f"{run.window_start:%Y-%m-%d %H:%M} – {run.window_end:%Y-%m-%d %H:%M}"
+    console.print(f"window {span} UTC")
+    if not run.versions:
+        console.print("no predictions served in the window")
+    for result in run.versions:
+        table = Table(title=f"model {result.model_version}")
+        for column in ("metric", "measured", "estimated", "training"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for metric, measured in result.measured.items():
+            training = result.training.get(metric) if result.training else None
+            row = (measured, result.estimated[metric], training)
+            table.add_row(metric, *(_figure(value) for value in row))
+        console.print(table)
+        console.print(
+            f"{result.label_count:,} labels for {result.prediction_count:,} customers "
+            f"predicted (coverage {_figure(result.label_coverage)})"
+            + ("" if result.claimed else f"; below {min_labels:,} labels: not claimed")
+        )
+        if result.training is None:
+            console.print("no training figures: the version is not in the model store")
+        for found in result.degradations:
+            console.print(
+                f"[bold red]degraded[/]: {found.metric} {found.measured:.4f} "
+                f"({found.rule} limit {found.limit:.4f})"
+            )
+        if result.trigger_id is not None:
+            console.print(f"retraining trigger {result.trigger_id} recorded")
+
+
 @app.command()
 def performance(
     window: Annotated[
@@ -140,9 +178,6 @@ def performance(
 ) -> None:
     """Measured (against labels) and estimated (from probabilities) figures per model
     version; a degradation records a retraining trigger."""
-    from rich.console import Console
-    from rich.table import Table
-
     from monitoring.database import make_engine, upgrade_schema
     from monitoring.performance import (
         PerformanceOptions,
@@ -156,42 +191,19 @@ def performance(
         span = parse_window(window) if window else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--window") from error
+    try:
+        version = resolve_version(model) if model else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--model") from error
     options = PerformanceOptions.from_settings(settings, span)
     engine = make_engine(settings.database_url)
     upgrade_schema(engine)
-    run = run_performance(engine, options, model_version=resolve_version(model) if model else None)
-    console = Console()
-    console.print(f"window {run.window_start:%Y-%m-%d %H:%M} – {run.window_end:%Y-%m-%d %H:%M} UTC")
-    if not run.versions:
-        console.print("no predictions served in the window")
-    for version in run.versions:
-        table = Table(title=f"model {version.model_version}")
-        for column in ("metric", "measured", "estimated", "training"):
-            table.add_column(column, justify="left" if column == "metric" else "right")
-        for metric, measured in version.measured.items():
-            training = version.training.get(metric) if version.training else None
-            figures = (measured, version.estimated[metric], training)
-            table.add_row(metric, *(_figure(value) for value in figures))
-        console.print(table)
-        coverage = _figure(version.label_coverage)
-        console.print(
-            f"{version.label_count:,} labels for {version.prediction_count:,} customers "
-            f"predicted (coverage {coverage})"
-            + ("" if version.claimed else f"; below {options.min_labels:,} labels: not claimed")
-        )
-        if version.training is None:
-            console.print("no training figures: the version is not in the model store")
-        for found in version.degradations:
-            console.print(
-                f"[bold red]degraded[/]: {found.metric} {found.measured:.4f} "
-                f"({found.rule} limit {found.limit:.4f})"
-            )
-        if version.trigger_id is not None:
-            console.print(f"retraining trigger {version.trigger_id} recorded")
+    run = run_performance(engine, options, model_version=version)
+    _print_performance(run, options.min_labels)
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "performance.json").write_text(json.dumps(run.to_dict(), indent=2))
-        console.print(f"wrote {out / 'performance.json'}")
+        typer.echo(f"wrote {out / 'performance.json'}")
 
 
 @app.command()

@@ -120,7 +120,7 @@ class PerformanceRun:
             "run_id": self.run_id,
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
-            "versions": [asdict(version) for version in self.versions],
+            "versions": [{**asdict(v), "claimed": v.claimed} for v in self.versions],
         }
 
 
@@ -193,12 +193,16 @@ def stored_training_metrics(version: str) -> dict[str, float] | None:
 
 def resolve_version(tag: str) -> str:
     """A model tag (``churn_model:latest``, ``churn_model:v1``) or bare version → the
-    version the prediction log records."""
+    version the prediction log records. Raises ValueError for a tag not in the store."""
     if ":" not in tag:
         return tag
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    return str(bentoml.models.get(tag).tag.version)
+    try:
+        return str(bentoml.models.get(tag).tag.version)
+    except NotFound:
+        raise ValueError(f"no model {tag} in the store") from None
 
 
 def performance_rows(run: PerformanceRun, now: datetime) -> list[dict[str, Any]]:

@@ -87,7 +87,18 @@ def test_churn_performance_gives_back_trainings_figures_then_a_degradation(
     assert trigger.model_version == version["model_version"]
 
 
-def test_churn_performance_refuses_a_malformed_window(churn_db: Engine) -> None:
+def test_churn_performance_refuses_a_malformed_window_or_an_unknown_model(
+    churn_db: Engine,
+) -> None:
     result = runner.invoke(app, ["performance", "--window", "a week"])
     assert result.exit_code == 2
     assert "window" in result.output
+    result = runner.invoke(app, ["performance", "--model", "churn_model:nosuchversion"])
+    assert result.exit_code == 2
+    assert "no model churn_model:nosuchversion" in result.output
+
+
+def test_churn_performance_on_an_empty_window_says_so(churn_db: Engine, tmp_path: Path) -> None:
+    output, summary = churn_performance(tmp_path)
+    assert "no predictions served in the window" in output
+    assert summary["versions"] == []
