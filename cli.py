@@ -142,11 +142,11 @@ def _print_performance(run: PerformanceRun, min_labels: int) -> None:
         console.print("no predictions served in the window")
     for result in run.versions:
         table = Table(title=f"model {result.model_version}")
-        for column in ("metric", "measured", "estimated", "training"):
+        for column in ("metric", "measured", "± SE", "estimated", "training"):
             table.add_column(column, justify="left" if column == "metric" else "right")
         for metric, measured in result.measured.items():
             training = result.training.get(metric) if result.training else None
-            row = (measured, result.estimated[metric], training)
+            row = (measured, result.measured_error[metric], result.estimated[metric], training)
             table.add_row(metric, *(_figure(value) for value in row))
         console.print(table)
         console.print(

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert
 from core.settings import Settings, get_settings
 from monitoring.database import PERFORMANCE_RESULTS
 from monitoring.degradation import Degradation, find_degradations
-from monitoring.estimate import estimated_metrics
+from monitoring.estimate import estimated_metrics, sampling_errors
 from monitoring.label_join import read_window
 from monitoring.measure import METRICS, measured_metrics
 from monitoring.triggers import record_trigger
@@ -95,6 +95,10 @@ class VersionPerformance:
     label_coverage: float | None
     measured: dict[str, float | None]
     """None everywhere below the minimum label count."""
+    measured_error: dict[str, float | None]
+    """Each measured figure's standard error from label sampling alone (calibrated p,
+    the labelled rows): |estimated − measured| beyond the tolerance plus two of these is
+    more than chance. None where nothing is measured."""
     estimated: dict[str, float | None]
     training: dict[str, float] | None
     degradations: list[Degradation]
@@ -142,14 +146,12 @@ def version_performance(
     estimated = estimated_metrics(
         served["churn_probability"].to_numpy(), served["will_churn"].to_numpy()
     )
+    measured: dict[str, float | None] = dict.fromkeys(METRICS)
+    errors: dict[str, float | None] = dict.fromkeys(METRICS)
     if label_count >= options.min_labels:
-        measured = measured_metrics(
-            joined["churned"].to_numpy(),
-            joined["churn_probability"].to_numpy(),
-            joined["will_churn"].to_numpy(),
-        )
-    else:
-        measured = dict.fromkeys(METRICS)
+        p, decision = joined["churn_probability"].to_numpy(), joined["will_churn"].to_numpy()
+        measured = measured_metrics(joined["churned"].to_numpy(), p, decision)
+        errors.update(sampling_errors(p, decision))
     coverage = joined["customer_hash"].nunique() / len(served) if len(served) else None
     reference = {k: float(v) for k, v in training.items() if k in METRICS} if training else None
     return VersionPerformance(
@@ -158,6 +160,7 @@ def version_performance(
         label_count=label_count,
         label_coverage=coverage,
         measured=measured,
+        measured_error=errors,
         estimated={metric: estimated.get(metric) for metric in METRICS},
         training=reference,
         degradations=find_degradations(

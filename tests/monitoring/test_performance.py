@@ -115,7 +115,7 @@ def test_below_the_minimum_label_count_no_figure_is_claimed(engine: Engine) -> N
     options = replace(OPTIONS, min_labels=151)
     (version,) = run_performance(engine, options, now=NOW, training_metrics=lambda v: high).versions
     assert version.label_count == 150
-    assert set(version.measured.values()) == {None}
+    assert set(version.measured.values()) == set(version.measured_error.values()) == {None}
     assert version.estimated["accuracy"] is not None  # the estimate needs no label
     assert version.degradations == [] and pending_triggers(engine) == []
     with_enough = replace(OPTIONS, min_labels=150)

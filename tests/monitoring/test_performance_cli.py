@@ -24,9 +24,8 @@ from training.train import TrainingOutcome
 
 runner = CliRunner()
 ESTIMATE_TOLERANCE = 0.03
-"""The real model's tolerance (README). One draw of 4,000 held-out labels: checked for
-accuracy and ROC-AUC only, whose sampling error there is below 0.01; precision rests on
-the ~500 flagged customers (standard error ≈ 0.02), the estimate's own test covers it."""
+"""The real model's tolerance (README); one window's labels add their sampling error, of
+which two standard errors are allowed on top (README: what a single window may show)."""
 
 
 @pytest.fixture
@@ -69,9 +68,10 @@ def test_churn_performance_gives_back_trainings_figures_then_a_degradation(
     expected = {metric: trained.metrics[metric] for metric in METRICS}
     assert version["measured"] == pytest.approx(expected, abs=1e-9)
     assert version["training"] == pytest.approx(expected, abs=1e-9)
-    for metric in ("accuracy", "roc_auc"):
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         gap = abs(version["estimated"][metric] - version["measured"][metric])
-        assert gap <= ESTIMATE_TOLERANCE, (metric, gap)
+        assert gap <= ESTIMATE_TOLERANCE + 2 * version["measured_error"][metric], (metric, gap)
+    assert version["measured_error"]["precision"] > version["measured_error"]["accuracy"]
     assert version["degradations"] == [] and pending_triggers(churn_db) == []
     assert f"{expected['accuracy']:.4f}" in output and "degraded" not in output
 

@@ -16,6 +16,7 @@ from monitoring.estimate import (
     estimated_metrics,
     expected_confusion,
     expected_roc_auc,
+    sampling_errors,
 )
 from monitoring.measure import expected_calibration_error, measured_metrics
 from training.data import prepare_table, split_xy
@@ -87,6 +88,28 @@ def test_the_estimate_rests_on_calibration() -> None:
         estimated = estimated_metrics(p, decision)["precision"]
         misses.append(estimated - measured_metrics(churned, p, decision)["precision"])  # type: ignore[operator]
     assert np.mean(misses) > 3 * TOLERANCE
+
+
+def test_the_sampling_errors_are_the_spread_of_measured_figures_over_label_draws() -> None:
+    """One window's probabilities, 300 label draws: the stated standard error against the
+    spread the measured figures actually have (ROC-AUC's formula is wide, never narrow)."""
+    p, decision, _ = calibrated_window(seed=0)
+    stated = sampling_errors(p, decision)
+    draws = [
+        measured_metrics(np.random.default_rng(1000 + seed).random(p.size) < p, p, decision)
+        for seed in range(300)
+    ]
+    for metric in ESTIMATED_METRICS:
+        spread = np.std([draw[metric] for draw in draws])
+        low, high = (1.0, 1.6) if metric == "roc_auc" else (0.85, 1.15)
+        assert low <= stated[metric] / spread <= high, metric  # type: ignore[operator]
+    estimated = estimated_metrics(p, decision)
+    for metric in ESTIMATED_METRICS:
+        within = [
+            abs(draw[metric] - estimated[metric]) <= 2 * stated[metric]  # type: ignore[operator]
+            for draw in draws
+        ]
+        assert np.mean(within) >= 0.9, metric
 
 
 @pytest.mark.parametrize("seed", range(3))
