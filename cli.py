@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(db_app, name="db")
 app.command()(retention)
+
+if TYPE_CHECKING:
+    from monitoring.performance import PerformanceRun
 
 DEMO_ROWS = 20_000
 DEMO_TRIALS = 20
@@ -121,6 +124,86 @@ def evaluate(
     )
     metrics_out.parent.mkdir(parents=True, exist_ok=True)
     metrics_out.write_text(json.dumps(report.metrics, indent=2))
+
+
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _print_performance(run: PerformanceRun, min_labels: int) -> None:
+    """The run as the terminal shows it: a table per version, then counts and verdicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    span = f"{run.window_start:%Y-%m-%d %H:%M} – {run.window_end:%Y-%m-%d %H:%M}"
+    console.print(f"window {span} UTC")
+    if not run.versions:
+        console.print("no predictions served in the window")
+    for result in run.versions:
+        table = Table(title=f"model {result.model_version}")
+        for column in ("metric", "measured", "± SE", "estimated", "training"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for metric, measured in result.measured.items():
+            training = result.training.get(metric) if result.training else None
+            row = (measured, result.measured_error[metric], result.estimated[metric], training)
+            table.add_row(metric, *(_figure(value) for value in row))
+        console.print(table)
+        console.print(
+            f"{result.label_count:,} labels for {result.prediction_count:,} customers "
+            f"predicted (coverage {_figure(result.label_coverage)})"
+            + ("" if result.claimed else f"; below {min_labels:,} labels: not claimed")
+        )
+        if result.training is None:
+            console.print("no training figures: the version is not in the model store")
+        for found in result.degradations:
+            console.print(
+                f"[bold red]degraded[/]: {found.metric} {found.measured:.4f} "
+                f"({found.rule} limit {found.limit:.4f})"
+            )
+        if result.trigger_id is not None:
+            console.print(f"retraining trigger {result.trigger_id} recorded")
+
+
+@app.command()
+def performance(
+    window: Annotated[
+        str | None,
+        typer.Option(help="Predictions served in the last N m|h|d|w (default: 30d, setting)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only this model: a tag (churn_model:latest) or version.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for performance.json.")] = None,
+) -> None:
+    """Measured (against labels) and estimated (from probabilities) figures per model
+    version; a degradation records a retraining trigger."""
+    from monitoring.database import make_engine, upgrade_schema
+    from monitoring.performance import (
+        PerformanceOptions,
+        parse_window,
+        resolve_version,
+        run_performance,
+    )
+
+    settings = get_settings()
+    try:
+        span = parse_window(window) if window else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--window") from error
+    try:
+        version = resolve_version(model) if model else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--model") from error
+    options = PerformanceOptions.from_settings(settings, span)
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    run = run_performance(engine, options, model_version=version)
+    _print_performance(run, options.min_labels)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "performance.json").write_text(json.dumps(run.to_dict(), indent=2))
+        typer.echo(f"wrote {out / 'performance.json'}")
 
 
 @app.command()

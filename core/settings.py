@@ -125,6 +125,43 @@ class Settings(BaseSettings):
         "group commit) before the answer leaves, so a killed worker loses none.",
     )
     retention_days: int = Field(default=90, gt=0, description="`churn retention` default.")
+
+    # Live model performance (`churn performance`, monitoring/performance.py).
+    performance_window_days: int = Field(
+        default=30, gt=0, description="`churn performance` window default (predictions served)."
+    )
+    performance_horizon_days: int = Field(
+        default=90,
+        gt=0,
+        description="A label judges the customer's latest prediction served at most this "
+        "many days before its observed_date.",
+    )
+    performance_min_labels: int = Field(
+        default=1000,
+        ge=1,
+        description="Below this many joined labels a model version's measured figures are "
+        "not claimed (None): at 1,000 labels accuracy's standard error is about 0.011, so a "
+        "drop of `performance_max_drop` (0.03) is some 2.5 σ of sampling noise.",
+    )
+    performance_max_drop: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description="A watched metric measured this much worse than the model's training "
+        "figure is a degradation (the design: accuracy 0.89 → 0.85 triggers retraining).",
+    )
+    performance_drop_metrics: tuple[str, ...] = Field(
+        default=("accuracy", "roc_auc"),
+        description="Metrics the drop rule watches (JSON list); precision, recall and F1 "
+        "rest on the predicted or actual churners only, several times noisier at equal "
+        "label counts.",
+    )
+    performance_bars: dict[str, float] = Field(
+        default_factory=dict,
+        description='Absolute bars (JSON object, e.g. {"accuracy": 0.85}): a measured '
+        "figure below its bar (above it for brier and ece) is a degradation. None by default: "
+        "what is good depends on the data (synthetic 0.86 accuracy, Telco 0.80).",
+    )
     max_body_bytes: int = Field(
         default=2_000_000,
         gt=0,
