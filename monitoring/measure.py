@@ -21,27 +21,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from core.calibration import expected_calibration_error
+
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc", "brier", "ece")
 """Measured per model version and window, in this order; the names of training's metrics."""
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"brier", "ece"})
 """Error metrics: a degradation is a rise, and a bar on them is a ceiling."""
-
-ECE_BINS = 10
-"""ECE binning: 10 equal-width bins on [0, 1], bin i = [i/10, (i+1)/10), the last closed,
-each weighted by its share of rows — training's definition (training/evaluate.py), so the
-live figure compares with the stored one."""
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Count-weighted mean |observed churn rate − mean probability| over non-empty bins."""
-    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
-    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
-    sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=n_bins)
-    filled = counts > 0
-    gaps = np.abs(sum_y[filled] - sum_p[filled]) / counts[filled]
-    return float(np.sum(gaps * counts[filled]) / counts.sum())
 
 
 def _defined(value: float) -> float | None:

@@ -21,7 +21,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from training.evaluate import expected_calibration_error, reliability_table
+from core.calibration import expected_calibration_error, reliability_table
 
 TOP_FEATURES = 20
 """Bars shown in the feature-importance plot."""

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from core.calibration import expected_calibration_error, reliability_table
 from training.evaluate import (
     METRIC_NAMES,
     EvaluationReport,
     choose_threshold,
     compute_metrics,
     evaluate_predictions,
-    expected_calibration_error,
-    reliability_table,
 )
 from training.plots import write_evaluation_plots
 

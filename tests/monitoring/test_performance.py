@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 from sqlalchemy import Engine, select
 
+from core.calibration import expected_calibration_error
 from monitoring.database import PERFORMANCE_RESULTS
 from monitoring.degradation import find_degradations
 from monitoring.performance import (
@@ -29,7 +30,6 @@ from monitoring.performance import (
 )
 from monitoring.triggers import pending_triggers
 from tests.monitoring.served import NOW, Served, days_ago, label, serve
-from training.evaluate import expected_calibration_error
 
 OPTIONS = PerformanceOptions(
     window=timedelta(days=30),
