@@ -159,6 +159,21 @@ class Settings(BaseSettings):
         "the build machine's.",
     )
 
+    # Monitoring: drift (`churn drift`). The design's PSI bands: below moderate none,
+    # below significant moderate, from significant on a retraining trigger.
+    drift_moderate_psi: float = Field(
+        default=0.1, gt=0, description="PSI from which drift is moderate."
+    )
+    drift_significant_psi: float = Field(
+        default=0.25, gt=0, description="PSI from which drift is significant (retraining trigger)."
+    )
+    drift_report_rows: int = Field(
+        default=50_000,
+        ge=1000,
+        description="Evidently's HTML report runs on a random sample of at most this many "
+        "window rows (the alert PSI uses every row); its PSI error is bounded in the tests.",
+    )
+
     # Training.
     seed: int = 42
     balance: Literal["none", "weight", "smote"] = Field(
