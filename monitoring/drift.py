@@ -238,6 +238,8 @@ def run_drift(
         reference = load_reference(stored.path)
         result.missing_reference = reference.missing()
         frames = comparison_frames(stored, reference, rows)
+        run.seconds["features"] = run.seconds.get("features", 0.0) + time.perf_counter() - mark
+        mark = time.perf_counter()
         result.columns = column_drifts(frames, settings)
         run.seconds["psi"] = run.seconds.get("psi", 0.0) + time.perf_counter() - mark
         if out is not None:

@@ -17,7 +17,7 @@ from datetime import datetime
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Engine, Text, cast, func, select
+from sqlalchemy import ColumnElement, Engine, Text, cast, func, select
 from tqdm.auto import tqdm
 
 from core.pipeline.encode import encode_frame
@@ -63,8 +63,13 @@ class _Parts:
         return VersionRows(raw, probabilities, self.extras if self.has_extras else [])
 
 
-def _window_filter(start: datetime, end: datetime, version: str | None) -> list[object]:
-    where: list[object] = [PREDICTIONS.c.created_at >= start, PREDICTIONS.c.created_at < end]
+def _window_filter(
+    start: datetime, end: datetime, version: str | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [
+        PREDICTIONS.c.created_at >= start,
+        PREDICTIONS.c.created_at < end,
+    ]
     if version is not None:
         where.append(PREDICTIONS.c.model_version == version)
     return where
