@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -203,6 +203,13 @@ class Settings(BaseSettings):
         description="When tuning ran on a sample: its best candidates, cross-validated "
         "again on all training rows to pick the winner.",
     )
+
+    @model_validator(mode="after")
+    def _drift_bands_ascend(self) -> Settings:
+        """A moderate band above the significant one would make "moderate" unreachable."""
+        if self.drift_moderate_psi >= self.drift_significant_psi:
+            raise ValueError("CHURN_DRIFT_MODERATE_PSI must be below CHURN_DRIFT_SIGNIFICANT_PSI")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -159,3 +159,17 @@ def test_evidently_on_the_report_sample_is_within_001_of_the_psi_over_every_row(
     for name, kind in (("x", "numeric"), ("k", "categorical")):
         full = column_psi(reference[name].to_numpy(), current[name].to_numpy(), kind).psi  # type: ignore[arg-type]
         assert abs(figures[name] - full) <= 0.01, (name, figures[name], full)
+
+
+def test_bands_come_from_the_settings_and_must_ascend() -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    settings = Settings()
+    assert (settings.drift_moderate_psi, settings.drift_significant_psi) == (0.1, 0.25)
+    assert [band(v, 0.1, 0.25) for v in (0.0, 0.0999, 0.1, 0.2499, 0.25, 3.0)] == [
+        "none", "none", "moderate", "moderate", "significant", "significant",
+    ]  # fmt: skip
+    with pytest.raises(ValidationError):
+        Settings(drift_moderate_psi=0.3, drift_significant_psi=0.25)
