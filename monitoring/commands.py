@@ -84,6 +84,15 @@ def drift(
         span = parse_window(window)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--window") from error
+    if model is not None:
+        from bentoml.exceptions import NotFound
+
+        from monitoring.drift import resolve_version
+
+        try:
+            model = resolve_version(model)
+        except NotFound as error:
+            raise typer.BadParameter(f"no stored model {model!r}", param_hint="--model") from error
     engine = make_engine(settings.database_url)
     upgrade_schema(engine)
     try:

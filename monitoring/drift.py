@@ -19,6 +19,7 @@ significant. A part of the reference an older model lacks is reported, not fatal
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,7 +132,7 @@ def _features(stored: StoredPredictor, raw: np.ndarray) -> pd.DataFrame:
 
 
 @dataclass
-class _Frames:
+class ComparisonFrames:
     """Reference and current columns of one kind, with each column's kind of values."""
 
     reference: pd.DataFrame
@@ -141,23 +142,23 @@ class _Frames:
 
 def comparison_frames(
     stored: StoredPredictor, reference: StoredReference, rows: VersionRows
-) -> dict[str, _Frames]:
+) -> dict[str, ComparisonFrames]:
     """Per kind (feature, input, prediction): the frames to compare; a kind whose reference
     part the model lacks is absent."""
     raw = rows.raw_with_extras(stored.predictor.extras)
-    frames: dict[str, _Frames] = {}
+    frames: dict[str, ComparisonFrames] = {}
     if reference.features is not None:
         current = _features(stored, raw)
         names = [n for n in current.columns if n in reference.features.columns]
         kinds: dict[str, ColumnKind] = dict.fromkeys(names, "numeric")
-        frames["feature"] = _Frames(reference.features[names], current[names], kinds)
+        frames["feature"] = ComparisonFrames(reference.features[names], current[names], kinds)
     if reference.inputs is not None:
         current, kinds = input_frame(raw, stored)
         ref_raw = encode_frame(reference.inputs, stored.predictor.extras)
         ref, _ = input_frame(ref_raw, stored)
-        frames["input"] = _Frames(ref, current, kinds)
+        frames["input"] = ComparisonFrames(ref, current, kinds)
     if reference.predictions is not None:
-        frames["prediction"] = _Frames(
+        frames["prediction"] = ComparisonFrames(
             pd.DataFrame({PREDICTION_COLUMN: reference.predictions}),
             pd.DataFrame({PREDICTION_COLUMN: rows.probabilities}),
             {PREDICTION_COLUMN: "numeric"},
@@ -165,11 +166,13 @@ def comparison_frames(
     return frames
 
 
-def column_drifts(frames: dict[str, _Frames], settings: Settings) -> list[ColumnDrift]:
+def column_drifts(frames: dict[str, ComparisonFrames], settings: Settings) -> list[ColumnDrift]:
     """The alert PSI of every column, over every row, banded by the settings."""
     results = []
     for kind, part in frames.items():
         for name, value_kind in part.kinds.items():
+            if part.reference[name].isna().all() and part.current[name].isna().all():
+                continue  # an input neither training nor traffic had (a profile without it)
             figure = column_psi(
                 part.reference[name].to_numpy(), part.current[name].to_numpy(), value_kind
             )
@@ -215,8 +218,6 @@ def run_drift(
 ) -> DriftRun:
     """Compare the window ending `now` with each serving model's reference; write the HTML
     and JSON into `out`, `drift_results` rows and triggers (unless `record` is False)."""
-    import time
-
     from monitoring.drift_outputs import evidently_report, new_run_id, record_run, write_summary
 
     settings = settings or get_settings()

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from monitoring.triggers import record_trigger
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from monitoring.drift import DriftRun, VersionDrift, _Frames
+    from monitoring.drift import ComparisonFrames, DriftRun, VersionDrift
 
 SUMMARY_FILE = "drift_summary.json"
 TABLE_ROWS = 12
@@ -40,7 +41,7 @@ def report_path(out: Path, version: str) -> Path:
 
 
 def _report_frames(
-    frames: dict[str, _Frames], rows: int, seed: int
+    frames: dict[str, ComparisonFrames], rows: int, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One reference and one current frame over every kind's columns. Parts of unequal
     length are padded with NaN, which Evidently leaves out of a column's distribution; the
@@ -54,7 +55,7 @@ def _report_frames(
 
 
 def evidently_report(
-    result: VersionDrift, frames: dict[str, _Frames], out: Path, settings: Settings
+    result: VersionDrift, frames: dict[str, ComparisonFrames], out: Path, settings: Settings
 ) -> None:
     """Evidently's report (`ValueDrift` per column, our reference-binned PSI as its stat
     test) on a sample of the window; its figures go into `result`, its HTML into `out`."""
@@ -79,9 +80,7 @@ def evidently_report(
         Dataset.from_pandas(reference[usable], data_definition=definition),
     )
     figures = {m["config"]["column"]: float(m["value"]) for m in snapshot.dict()["metrics"]}
-    result.columns = [
-        type(c)(**{**vars(c), "evidently_psi": figures.get(c.column)}) for c in result.columns
-    ]
+    result.columns = [replace(c, evidently_psi=figures.get(c.column)) for c in result.columns]
     out.mkdir(parents=True, exist_ok=True)
     result.report_rows = len(current)
     result.report_path = report_path(out, result.model_version)

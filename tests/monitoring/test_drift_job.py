@@ -229,6 +229,7 @@ def test_churn_drift_command(
         out = tmp_path / "out"
         result = CliRunner().invoke(app, ["drift", "--window", "7d", "--out", str(out)])
         refused = CliRunner().invoke(app, ["drift", "--window", "a week"])
+        unknown = CliRunner().invoke(app, ["drift", "--model", "churn_model:nosuchversion"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
@@ -236,7 +237,7 @@ def test_churn_drift_command(
     assert "retraining trigger" in result.output
     assert (out / "drift_summary.json").exists() and list(out.glob("drift_report_*.html"))
     assert len(pending_triggers(engine)) == 1
-    assert refused.exit_code == 2
+    assert refused.exit_code == 2 and unknown.exit_code == 2
     engine.dispose()
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core.settings import get_settings
-from monitoring.drift import ColumnDrift, VersionDrift, _Frames
+from monitoring.drift import ColumnDrift, ComparisonFrames, VersionDrift
 from monitoring.drift_outputs import evidently_report
 from monitoring.psi import EMPTY_SHARE, band, column_psi, psi_with_bins, reference_bins
 
@@ -74,7 +74,7 @@ def _evidently_figures(
         n: "numeric" if pd.api.types.is_numeric_dtype(reference[n]) else "categorical"
         for n in reference.columns
     }
-    frames = {"feature": _Frames(reference, current, kinds)}  # type: ignore[arg-type]
+    frames = {"feature": ComparisonFrames(reference, current, kinds)}  # type: ignore[arg-type]
     result = VersionDrift("golden", len(current))
     result.columns = [ColumnDrift("feature", n, 0.0, "none", 0, 0, 0.0, 0.0) for n in kinds]
     evidently_report(result, frames, tmp_path, get_settings())
