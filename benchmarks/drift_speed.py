@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--model", help="A model tag in the project's store (default: train one).")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (report).")
     args = parser.parse_args()
 
     from launchers.pg_server import PostgresServer
@@ -122,6 +124,10 @@ def main() -> None:
         engine.dispose()
     finally:
         server.cleanup()
+        if args.keep:
+            print(f"scratch folder (model, HTML report, summary): {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
