@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
-from monitoring.commands import db_app, feedback_app, retention
+from monitoring.commands import db_app, drift, feedback_app, retention
 
 app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(db_app, name="db")
 app.command()(retention)
+app.command()(drift)
 
 if TYPE_CHECKING:
     from monitoring.performance import PerformanceRun
@@ -38,11 +39,25 @@ def generate(
     out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")] = Path(
         "data/customers.csv"
     ),
+    shift: Annotated[
+        list[str] | None,
+        typer.Option(help="COLUMN=SIGMAS: move a column by that many standard deviations."),
+    ] = None,
 ) -> None:
     """Write a synthetic customer table with known churn probabilities."""
     from training.generate import bayes_optimal_auc, generate_customers, write_table
 
-    frame = generate_customers(rows, seed)
+    moves: dict[str, float] = {}
+    for item in shift or []:
+        name, _, amount = item.partition("=")
+        try:
+            moves[name.strip()] = float(amount)
+        except ValueError as error:
+            raise typer.BadParameter(f"expected COLUMN=SIGMAS, got {item!r}") from error
+    try:
+        frame = generate_customers(rows, seed, moves or None)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--shift") from error
     write_table(frame, out)
     typer.echo(
         f"wrote {len(frame):,} customers to {out} "

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +196,21 @@ class Settings(BaseSettings):
         "the build machine's.",
     )
 
+    # Monitoring: drift (`churn drift`). The design's PSI bands: below moderate none,
+    # below significant moderate, from significant on a retraining trigger.
+    drift_moderate_psi: float = Field(
+        default=0.1, gt=0, description="PSI from which drift is moderate."
+    )
+    drift_significant_psi: float = Field(
+        default=0.25, gt=0, description="PSI from which drift is significant (retraining trigger)."
+    )
+    drift_report_rows: int = Field(
+        default=50_000,
+        ge=1000,
+        description="Evidently's HTML report runs on a random sample of at most this many "
+        "window rows (the alert PSI uses every row); its PSI error is bounded in the tests.",
+    )
+
     # Training.
     seed: int = 42
     balance: Literal["none", "weight", "smote"] = Field(
@@ -225,6 +240,13 @@ class Settings(BaseSettings):
         description="When tuning ran on a sample: its best candidates, cross-validated "
         "again on all training rows to pick the winner.",
     )
+
+    @model_validator(mode="after")
+    def _drift_bands_ascend(self) -> Settings:
+        """A moderate band above the significant one would make "moderate" unreachable."""
+        if self.drift_moderate_psi >= self.drift_significant_psi:
+            raise ValueError("CHURN_DRIFT_MODERATE_PSI must be below CHURN_DRIFT_SIGNIFICANT_PSI")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,5 @@
 """`churn feedback import`, `churn retention`, `churn db upgrade`: the operator's side of
-the prediction log and the ground-truth table. Thin: each calls one function."""
+the prediction log and the ground-truth table, and `churn drift`. Thin: each calls one function."""
 
 from __future__ import annotations
 
@@ -59,3 +59,54 @@ def upgrade() -> None:
 
     upgrade_schema(make_engine(get_settings().database_url))
     typer.echo("database schema is up to date")
+
+
+def drift(
+    window: Annotated[str, typer.Option(help="Window ending now: 7d, 24h, 2w, 30m.")] = "7d",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Only the rows this model tag served (default: every version)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the HTML report and JSON summary.")
+    ] = None,
+) -> None:
+    """PSI drift of the window's logged traffic against each serving model's reference;
+    records `drift_results` rows and a retraining trigger on significant drift."""
+    from rich.console import Console
+
+    from monitoring.database import make_engine, upgrade_schema
+    from monitoring.drift import parse_window, run_drift
+    from monitoring.drift_outputs import drift_table
+
+    settings = get_settings()
+    try:
+        span = parse_window(window)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--window") from error
+    if model is not None:
+        from bentoml.exceptions import NotFound
+
+        from monitoring.drift import resolve_version
+
+        try:
+            model = resolve_version(model)
+        except NotFound as error:
+            raise typer.BadParameter(f"no stored model {model!r}", param_hint="--model") from error
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    try:
+        run = run_drift(engine, span, model=model, out=out or settings.reports_dir / "drift")
+    finally:
+        engine.dispose()
+    if not run.versions:
+        typer.echo(f"no predictions logged between {run.window_start:%Y-%m-%d %H:%M} and "
+                   f"{run.window_end:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+        return
+    Console(width=120).print(drift_table(run))
+    for version in run.versions:
+        if version.trigger_id is not None:
+            names = ", ".join(c.column for c in version.significant)
+            typer.echo(f"retraining trigger {version.trigger_id} recorded for "
+                       f"{version.model_version}: significant drift in {names}")  # fmt: skip
+    typer.echo(f"run {run.run_id}: summary {run.summary_path}")

@@ -126,7 +126,22 @@ def _lookup(effects: Mapping[str, float], values: pd.Series) -> np.ndarray:
     return values.map(dict(effects)).to_numpy(dtype=np.float64)
 
 
-def _complete_customers(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+SHIFT_BOUNDS: Final[Mapping[str, tuple[float, float]]] = {
+    "age": (18, 100),
+    "tenure_months": (0, 1200),
+    "monthly_charges": (10, np.inf),
+    "support_calls": (0, 100_000),
+    "late_payments": (0, 100_000),
+    "billing_issues": (0, 100_000),
+    "data_usage_gb": (0, np.inf),
+    "phone_usage_minutes": (0, np.inf),
+}
+"""Columns `shift` can move, and the schema's bounds the shifted values are clipped to."""
+
+
+def _complete_customers(
+    rng: np.random.Generator, rows: int, shift: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """Every CustomerData column, fully populated and mutually consistent."""
     age = np.clip(np.rint(rng.normal(46, 16, rows)), 18, 100).astype(np.int64)
     tenure = np.rint(MAX_TENURE_MONTHS * rng.beta(0.7, 0.8, rows)).astype(np.int64)
@@ -172,7 +187,8 @@ def _complete_customers(rng: np.random.Generator, rows: int) -> pd.DataFrame:
         + rng.normal(0, 2, rows)
     )
     monthly = np.round(np.clip(monthly, 10, None), 2)
-    total = np.round(np.clip(monthly * tenure * rng.normal(1, 0.04, rows), 0, None), 2)
+    charge_noise = rng.normal(1, 0.04, rows)
+    total = np.round(np.clip(monthly * tenure * charge_noise, 0, None), 2)
 
     fiber_alone = (internet == "Fiber") & ~addons["tech_support"]
     billing_issues = rng.poisson(0.3, rows)
@@ -184,7 +200,7 @@ def _complete_customers(rng: np.random.Generator, rows: int) -> pd.DataFrame:
     minutes = np.where(phone, rng.gamma(2, 150.0, rows) * (1 + 0.6 * multiple_lines), 0.0)
     signup = (SNAPSHOT_DATE - tenure.astype("timedelta64[M]")).astype("datetime64[s]")
 
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             ID_COLUMN: pd.Series(np.char.mod("CUST%07d", np.arange(1, rows + 1)), dtype="str"),
             "age": age,
@@ -210,6 +226,40 @@ def _complete_customers(rng: np.random.Generator, rows: int) -> pd.DataFrame:
             "dependents": dependents,
         }
     )
+    return _shifted(frame, shift, charge_noise) if shift else frame
+
+
+def _shifted(
+    frame: pd.DataFrame, shift: Mapping[str, float], charge_noise: np.ndarray
+) -> pd.DataFrame:
+    """Move each named column by its amount × its own standard deviation (a drifted
+    population), clipped to the schema's bounds, integers kept integral.
+
+    The columns defined from a shifted one follow it (total_charges from tenure and monthly
+    charges, signup_date from tenure, senior_citizen from age); columns merely correlated
+    with it in the population (contract and add-ons with tenure) keep their distribution,
+    so a shift drifts one input and what is computed from it, nothing else. No random
+    draw is added: the same seed gives the same customers, shifted."""
+    unknown = set(shift) - set(SHIFT_BOUNDS)
+    if unknown:
+        raise ValueError(f"cannot shift {sorted(unknown)}: choose from {sorted(SHIFT_BOUNDS)}")
+    out = frame.copy()
+    for name, amount in shift.items():
+        column = out[name].to_numpy(dtype=np.float64)
+        low, high = SHIFT_BOUNDS[name]
+        moved = np.clip(column + amount * column.std(), low, high)
+        integral = pd.api.types.is_integer_dtype(out[name])
+        out[name] = np.rint(moved).astype(np.int64) if integral else np.round(moved, 2)
+    tenure = out["tenure_months"].to_numpy()
+    if {"tenure_months", "monthly_charges"} & set(shift):
+        total = out["monthly_charges"].to_numpy() * tenure * charge_noise
+        out["total_charges"] = np.round(np.clip(total, 0, None), 2)
+    if "tenure_months" in shift:
+        months = tenure.astype("timedelta64[M]")
+        out["signup_date"] = (SNAPSHOT_DATE - months).astype("datetime64[s]")
+    if "age" in shift:
+        out["senior_citizen"] = out["age"].to_numpy() >= 65
+    return out
 
 
 def churn_log_odds(customers: pd.DataFrame, intercept: float = INTERCEPT) -> np.ndarray:
@@ -269,16 +319,20 @@ def _blank_optional_values(rng: np.random.Generator, frame: pd.DataFrame) -> pd.
     return out
 
 
-def generate_customers(rows: int, seed: int) -> pd.DataFrame:
+def generate_customers(
+    rows: int, seed: int, shift: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """`rows` synthetic customers with every schema column, `churned` and the truth.
 
     `true_churn_probability` is the probability the label was drawn from; a few optional
     columns have 2–5 % missing values (drawn after the label, so missingness is random).
+    `shift` (e.g. ``{"tenure_months": 1.5}``) moves columns by that many of their standard
+    deviations before churn is drawn: a drifted week for monitoring (see `_shifted`).
     """
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
     rng = np.random.default_rng(seed)
-    customers = _complete_customers(rng, rows)
+    customers = _complete_customers(rng, rows, shift)
     probability = _sigmoid(churn_log_odds(customers))
     churned = rng.random(rows) < probability
     frame = _blank_optional_values(rng, customers)

@@ -36,7 +36,8 @@ from core.pipeline.encode import encode_frame
 from core.pipeline.extras import ExtraColumn, learn_categories
 from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear
 from core.pipeline.predictor import ChurnPredictor
-from core.pipeline.store import load_predictor, save_predictor
+from core.pipeline.store import StoredReference, load_predictor, save_predictor
+from core.schema import ID_COLUMN
 from core.settings import TRUE_PROBABILITY_COLUMN, get_settings
 from training.data import prepare_table, split_holdout, split_xy
 from training.evaluate import choose_threshold, evaluate_predictions
@@ -241,10 +242,28 @@ def write_reports(metadata: dict[str, Any], reports_dir: Path) -> list[Path]:
     return written
 
 
+def drift_reference(
+    predictor: ChurnPredictor,
+    features_frame: pd.DataFrame,
+    raw: np.ndarray,
+    train_idx: np.ndarray,
+    test_proba: np.ndarray,
+    y_train: np.ndarray,
+) -> StoredReference:
+    """What drift checks compare a window with: a stratified sample of training rows as
+    engineered features and as raw inputs (the same rows, without the customer id), and
+    the held-out rows' probabilities (out-of-sample, like served ones: in-sample
+    probabilities of boosted trees are more extreme than the model serves)."""
+    rows = train_idx[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)]
+    features = pd.DataFrame(predictor.transform(raw[rows]), columns=list(predictor.feature_names))
+    inputs = features_frame.iloc[rows].drop(columns=[ID_COLUMN], errors="ignore")
+    return StoredReference(features, inputs.reset_index(drop=True), np.asarray(test_proba))
+
+
 def record_run(
     predictor: ChurnPredictor,
     metadata: dict[str, Any],
-    reference: pd.DataFrame,
+    reference: StoredReference,
     artifacts: list[Path],
     save: bool,
 ) -> str | None:
@@ -264,7 +283,12 @@ def record_run(
         metadata["mlflow_run_id"] = str(run.info.run_id)
         tag = (
             save_predictor(
-                predictor, metadata, reference, {"balance": metadata["params"]["balance"]}
+                predictor,
+                metadata,
+                reference.features if reference.features is not None else pd.DataFrame(),
+                {"balance": metadata["params"]["balance"]},
+                reference.inputs,
+                reference.predictions,
             )
             if save
             else None
@@ -382,10 +406,9 @@ def train_model(
         truth = pd.to_numeric(frame[TRUE_PROBABILITY_COLUMN]).to_numpy()[test_idx]
         metadata["training"]["bayes_optimal_auc_test"] = float(roc_auc_score(y[test_idx], truth))
 
-    train_features = predictor.transform(raw_train[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)])
+    reference = drift_reference(predictor, features_frame, raw, train_idx, test_proba, y_train)
     metadata["reference_profile"] = reference_profile(predictor.transform(raw_train), names)
     reports = write_reports(metadata, reports_dir)
-    reference = pd.DataFrame(train_features, columns=names)
     tag = record_run(predictor, metadata, reference, [*plots.values(), *reports], options.save)
     return TrainingOutcome(
         predictor,

@@ -7,6 +7,9 @@ Layout of a stored model (all plain files, no pickle):
 - ``metadata.yaml``   metrics, parameters, feature names, data hash, MLflow run id,
                       reference profile for drift checks
 - ``reference.parquet`` a sample of training feature rows, the drift reference
+- ``reference_inputs.parquet`` the same rows' raw inputs (schema columns, no customer id)
+- ``reference_predictions.parquet`` churn probabilities of held-out rows: what the model
+                      serves on customers it has not seen, the reference for served ones
 - ``checksums.json``  SHA-256 of each file above and the version (core/pipeline/integrity.py),
                       verified before every load
 """
@@ -36,6 +39,9 @@ BOOSTER_FILE = "model.json"
 PIPELINE_FILE = "pipeline.json"
 METADATA_FILE = "metadata.yaml"
 REFERENCE_FILE = "reference.parquet"
+REFERENCE_INPUTS_FILE = "reference_inputs.parquet"
+REFERENCE_PREDICTIONS_FILE = "reference_predictions.parquet"
+PROBABILITY_COLUMN = "churn_probability"
 
 E = TypeVar("E", bound=BaseEstimator)
 
@@ -119,13 +125,52 @@ def predictor_from_files(path: Path) -> ChurnPredictor:
     )
 
 
+@dataclass(frozen=True)
+class StoredReference:
+    """What training kept for drift checks; a part an older model lacks is None."""
+
+    features: pd.DataFrame | None
+    """Engineered feature rows (the model matrix's columns)."""
+    inputs: pd.DataFrame | None
+    """Raw input rows, as a training table holds them."""
+    predictions: np.ndarray | None
+    """Served-style churn probabilities (held-out rows)."""
+
+    def missing(self) -> list[str]:
+        """Names of the parts this model was stored without."""
+        parts = {"features": self.features, "inputs": self.inputs}
+        absent = [name for name, part in parts.items() if part is None]
+        return absent + (["predictions"] if self.predictions is None else [])
+
+
+def load_reference(path: Path) -> StoredReference:
+    """The drift reference of a (verified) model folder; absent files give None parts."""
+
+    def read(name: str) -> pd.DataFrame | None:
+        return pd.read_parquet(path / name) if (path / name).exists() else None
+
+    predictions = read(REFERENCE_PREDICTIONS_FILE)
+    return StoredReference(
+        features=read(REFERENCE_FILE),
+        inputs=read(REFERENCE_INPUTS_FILE),
+        predictions=None
+        if predictions is None
+        else predictions[PROBABILITY_COLUMN].to_numpy(dtype=np.float64),
+    )
+
+
 def save_predictor(
     predictor: ChurnPredictor,
     metadata: dict[str, Any],
     reference: pd.DataFrame,
     labels: dict[str, str] | None = None,
+    reference_inputs: pd.DataFrame | None = None,
+    reference_predictions: np.ndarray | None = None,
 ) -> str:
-    """Save the pipeline as one BentoML model; returns its tag (``churn_model:<version>``)."""
+    """Save the pipeline as one BentoML model; returns its tag (``churn_model:<version>``).
+
+    `reference` (feature rows), `reference_inputs` (raw rows) and `reference_predictions`
+    (probabilities) are the drift reference (`load_reference`)."""
     import bentoml
 
     summary = {
@@ -144,6 +189,11 @@ def save_predictor(
         full = {"model_version": model.tag.version, **metadata}
         (folder / METADATA_FILE).write_text(yaml.safe_dump(full, sort_keys=False))
         reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        if reference_inputs is not None:
+            reference_inputs.to_parquet(folder / REFERENCE_INPUTS_FILE, index=False)
+        if reference_predictions is not None:
+            probabilities = pd.DataFrame({PROBABILITY_COLUMN: reference_predictions})
+            probabilities.to_parquet(folder / REFERENCE_PREDICTIONS_FILE, index=False)
         write_manifest(folder, str(model.tag.version), configured_signing_key())
         return str(model.tag)
 

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.pipeline.encode import encode_frame
 from core.pipeline.features import FEATURE_NAMES
-from core.pipeline.store import BOOSTER_FILE, METADATA_FILE, load_predictor
+from core.pipeline.store import BOOSTER_FILE, METADATA_FILE, load_predictor, load_reference
 from training.data import prepare_table, split_xy
 from training.evaluate import METRIC_NAMES
 from training.train import TrainingOptions, TrainingOutcome, final_round
@@ -56,6 +56,25 @@ def test_reference_sample_has_the_feature_columns(trained: TrainingOutcome) -> N
     reference = pd.read_parquet(stored.path / "reference.parquet")
     assert list(reference.columns) == list(FEATURE_NAMES)
     assert len(reference) > 1000
+
+
+def test_drift_reference_has_raw_inputs_and_held_out_probabilities(
+    trained: TrainingOutcome,
+) -> None:
+    """The drift reference: the feature rows' raw inputs (same rows, no customer id) and
+    the held-out rows' probabilities, as served."""
+    stored = load_predictor(trained.tag or "")
+    reference = load_reference(stored.path)
+    assert reference.missing() == []
+    assert reference.inputs is not None and reference.features is not None
+    assert len(reference.inputs) == len(reference.features)
+    assert "customer_id" not in reference.inputs.columns
+    assert {"tenure_months", "contract", "signup_date"} <= set(reference.inputs.columns)
+    rebuilt = stored.predictor.transform(encode_frame(reference.inputs))
+    np.testing.assert_allclose(rebuilt, reference.features.to_numpy(), rtol=1e-9)
+    held_out = trained.predictor.predict_proba(trained.test_raw)
+    assert reference.predictions is not None
+    np.testing.assert_allclose(reference.predictions, held_out)
 
 
 def test_plots_are_written(trained: TrainingOutcome, session_dir) -> None:  # type: ignore[no-untyped-def]

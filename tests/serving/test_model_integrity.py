@@ -23,6 +23,8 @@ from core.pipeline.store import (
     METADATA_FILE,
     PIPELINE_FILE,
     REFERENCE_FILE,
+    REFERENCE_INPUTS_FILE,
+    REFERENCE_PREDICTIONS_FILE,
     stored_predictor,
 )
 from core.schema import CustomerData
@@ -235,6 +237,8 @@ def test_training_stores_a_checksum_of_every_file(trained: TrainingOutcome) -> N
         PIPELINE_FILE,
         METADATA_FILE,
         REFERENCE_FILE,
+        REFERENCE_INPUTS_FILE,
+        REFERENCE_PREDICTIONS_FILE,
     }
     stored = stored_predictor(folder, folder.name)
     assert stored.checksum == verify_manifest(folder, folder.name)
