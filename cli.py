@@ -194,12 +194,8 @@ def performance(
     """Measured (against labels) and estimated (from probabilities) figures per model
     version; a degradation records a retraining trigger."""
     from monitoring.database import make_engine, upgrade_schema
-    from monitoring.performance import (
-        PerformanceOptions,
-        parse_window,
-        resolve_version,
-        run_performance,
-    )
+    from monitoring.performance import PerformanceOptions, run_performance
+    from monitoring.windows import parse_window, resolve_version
 
     settings = get_settings()
     try:
@@ -219,6 +215,22 @@ def performance(
         out.mkdir(parents=True, exist_ok=True)
         (out / "performance.json").write_text(json.dumps(run.to_dict(), indent=2))
         typer.echo(f"wrote {out / 'performance.json'}")
+
+
+@app.command()
+def monitor(
+    drift_window: Annotated[str, typer.Option(help="Drift window (7d, 24h, ...).")] = "7d",
+    performance_window: Annotated[
+        str | None, typer.Option(help="Performance window (default: 30d, setting).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the drift report and performance.json.")
+    ] = None,
+) -> None:
+    """Drift, then performance, once: for cron or a Kubernetes CronJob to schedule (the
+    product has no scheduler of its own). Each records its results and triggers."""
+    drift(window=drift_window, model=None, out=out / "drift" if out else None)
+    performance(window=performance_window, model=None, out=out)
 
 
 @app.command()

@@ -76,8 +76,9 @@ def drift(
     from rich.console import Console
 
     from monitoring.database import make_engine, upgrade_schema
-    from monitoring.drift import parse_window, run_drift
+    from monitoring.drift import run_drift
     from monitoring.drift_outputs import drift_table
+    from monitoring.windows import parse_window, resolve_version
 
     settings = get_settings()
     try:
@@ -85,14 +86,10 @@ def drift(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--window") from error
     if model is not None:
-        from bentoml.exceptions import NotFound
-
-        from monitoring.drift import resolve_version
-
         try:
             model = resolve_version(model)
-        except NotFound as error:
-            raise typer.BadParameter(f"no stored model {model!r}", param_hint="--model") from error
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--model") from error
     engine = make_engine(settings.database_url)
     upgrade_schema(engine)
     try:

@@ -18,7 +18,6 @@ significant. A part of the reference an older model lacks is reported, not fatal
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,18 +35,9 @@ from core.schema import CATEGORIES, RAW_COLUMNS
 from core.settings import MODEL_NAME, Settings, get_settings
 from monitoring.drift_window import VersionRows, read_window
 from monitoring.psi import Band, ColumnKind, band, column_psi
+from monitoring.windows import resolve_version
 
 PREDICTION_COLUMN = "churn_probability"
-_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_window(text: str) -> timedelta:
-    """``7d``, ``12h``, ``2w``, ``30m``, ``90s`` → timedelta. Raises ValueError."""
-    match = _WINDOW.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"window must look like 7d, 12h, 2w or 30m, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
 
 
 @dataclass(frozen=True)
@@ -198,11 +188,6 @@ def column_drifts(frames: dict[str, ComparisonFrames], settings: Settings) -> li
 
 def _stored_model(version: str) -> StoredPredictor:
     return load_predictor(version if ":" in version else f"{MODEL_NAME}:{version}")
-
-
-def resolve_version(tag: str) -> str:
-    """A model tag (``churn_model:latest``, a version) → the version its rows are logged under."""
-    return _stored_model(tag).version
 
 
 def run_drift(

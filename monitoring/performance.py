@@ -10,7 +10,6 @@ retraining trigger. One row per metric goes to `performance_results`.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,18 +32,8 @@ COVERAGE = "label_coverage"
 """Stored as one more metric row: labelled share of the window's predicted customers."""
 RESULT_METRICS: tuple[str, ...] = (*METRICS, COVERAGE)
 
-_WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 TrainingLookup = Callable[[str], Mapping[str, float] | None]
-
-
-def parse_window(text: str) -> timedelta:
-    """`30d`, `12h`, `2w`, `90m` → a timedelta (positive)."""
-    match = _WINDOW.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"window must be a positive count and a unit m|h|d|w, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def _check_metrics(names: Mapping[str, object] | tuple[str, ...], setting: str) -> None:
@@ -192,20 +181,6 @@ def stored_training_metrics(version: str) -> dict[str, float] | None:
     verify_manifest(path, version, configured_signing_key())
     metadata = yaml.safe_load((path / METADATA_FILE).read_text())
     return {k: float(v) for k, v in metadata.get("metrics", {}).items()}
-
-
-def resolve_version(tag: str) -> str:
-    """A model tag (``churn_model:latest``, ``churn_model:v1``) or bare version → the
-    version the prediction log records. Raises ValueError for a tag not in the store."""
-    if ":" not in tag:
-        return tag
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    try:
-        return str(bentoml.models.get(tag).tag.version)
-    except NotFound:
-        raise ValueError(f"no model {tag} in the store") from None
 
 
 def performance_rows(run: PerformanceRun, now: datetime) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from core.pipeline.store import REFERENCE_FILE, load_predictor, save_predictor
 from core.schema import CustomerData
 from core.settings import get_settings
 from monitoring.database import DRIFT_RESULTS, make_engine, upgrade_schema
-from monitoring.drift import DriftRun, parse_window, run_drift
+from monitoring.drift import DriftRun, run_drift
 from monitoring.records import PredictionRecord, insert_rows, record_row
 from monitoring.triggers import pending_triggers
 from training.generate import generate_customers
@@ -201,14 +201,6 @@ def test_a_model_stored_without_the_newer_reference_parts_is_compared_on_what_it
     assert version.missing_reference == ["inputs", "predictions"]
     assert {c.kind for c in version.columns} == {"feature"}
     assert by_name(run)["tenure_years"] >= 0.25
-
-
-def test_window_parsing() -> None:
-    assert parse_window("7d") == WEEK and parse_window("12h") == timedelta(hours=12)
-    assert parse_window("2w") == timedelta(weeks=2) and parse_window("30m") == timedelta(minutes=30)
-    for bad in ("7", "d", "-1d", "0d", "7y"):
-        with pytest.raises(ValueError):
-            parse_window(bad)
 
 
 def test_churn_drift_command(

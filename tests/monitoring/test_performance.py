@@ -25,7 +25,6 @@ from monitoring.degradation import find_degradations
 from monitoring.performance import (
     RESULT_METRICS,
     PerformanceOptions,
-    parse_window,
     run_performance,
 )
 from monitoring.triggers import pending_triggers
@@ -210,17 +209,3 @@ def test_settings_naming_an_unknown_metric_are_refused() -> None:
         replace(OPTIONS, bars={"acuracy": 0.8})
     with pytest.raises(ValueError, match="performance_drop_metrics"):
         replace(OPTIONS, drop_metrics=("auc",))
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("2w", timedelta(weeks=2))],
-)
-def test_windows_are_a_count_and_a_unit(text: str, expected: timedelta) -> None:
-    assert parse_window(text) == expected
-
-
-@pytest.mark.parametrize("text", ["0d", "30", "d", "1.5d", "-3d", "7y"])
-def test_malformed_windows_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="window"):
-        parse_window(text)
