@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "group commit) before the answer leaves, so a killed worker loses none.",
     )
     retention_days: int = Field(default=90, gt=0, description="`churn retention` default.")
+    monitoring_refresh_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="`/metrics` re-reads the monitoring jobs' latest results (drift, "
+        "performance) when its copy is older than this.",
+    )
     max_body_bytes: int = Field(
         default=2_000_000,
         gt=0,

@@ -31,6 +31,8 @@ from serving.metrics import (
     count_log_rows,
     set_log_pending_rows,
 )
+from serving.model_metrics import MonitoringGauges
+from serving.process_metrics import ProcessReporter
 from serving.rate_limit import (
     Admission,
     RateLimiter,
@@ -68,7 +70,10 @@ class Adapters:
     batcher: PredictBatcher | None = None
     predicting: int = 0
     """`/predict` requests of this worker between arrival and answer."""
+    monitoring: MonitoringGauges | None = None
+    """The monitoring jobs' latest results, exported on `/metrics`."""
     _reported: LogStats = field(default_factory=LogStats)
+    _process: ProcessReporter = field(default_factory=ProcessReporter)
     _reported_at: float = 0.0
 
     @property
@@ -222,6 +227,15 @@ class Adapters:
         count_log_rows("lost", stats.lost - before.lost)
         set_log_pending_rows(stats.pending)
         self._reported = stats
+        self._process.report(self.log.engine, self.readiness_problem() is None)
+
+    async def before_scrape(self) -> None:
+        """What `/metrics` must show fresh: this worker's log and process figures and the
+        monitoring jobs' latest results (read from the database at most every
+        `CHURN_MONITORING_REFRESH_S`)."""
+        self.report_log_metrics()
+        if self.monitoring is not None:
+            await self.monitoring.refresh()
 
     def readiness_problem(self) -> str | None:
         """Why this worker cannot serve a scoring request right now (None: it can).
@@ -267,6 +281,7 @@ def build_adapters(
         id_secret=secret,
         link=link,
         auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
+        monitoring=MonitoringGauges(log.engine, settings.monitoring_refresh_s),
     )
     if model is not None:
         parts.batcher = PredictBatcher(
