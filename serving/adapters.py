@@ -281,9 +281,10 @@ def build_adapters(
         id_secret=secret,
         link=link,
         auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
-        monitoring=MonitoringGauges(log.engine, settings.monitoring_refresh_s),
     )
     if model is not None:
+        refresh_s = settings.monitoring_refresh_s
+        parts.monitoring = MonitoringGauges(log.engine, model.version, refresh_s)
         parts.batcher = PredictBatcher(
             parts.score_rows, settings.max_batch_size, settings.max_latency_ms
         )

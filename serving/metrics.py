@@ -145,6 +145,10 @@ def _metrics() -> _Metrics:
         metrics.errors.labels(kind=kind)
     for endpoint in get_args(Endpoint):
         metrics.latency.labels(endpoint=endpoint)
+    for reason in get_args(AuthFailure):
+        metrics.auth_failures.labels(reason=reason)
+    for result in get_args(CacheResult):
+        metrics.cache_requests.labels(result=result)
     return metrics
 
 

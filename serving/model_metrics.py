@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.latest_results import LatestResults, read_latest_results
+from monitoring.triggers import REASONS
 
 logger = logging.getLogger("churn.metrics")
 
@@ -48,6 +49,8 @@ class _Gauges:
     psi: Any
     drift_status: Any
     label_coverage: Any
+    last_run: Any
+    triggers: Any
     refreshed: Any
 
 
@@ -84,6 +87,17 @@ def _gauges() -> _Gauges:
             "Share of the latest performance window's predictions that have a label.",
             ["model_version"],
         ),
+        last_run=gauge(
+            "churn_monitoring_last_run_timestamp_seconds",
+            "When the latest stored run of a monitoring check (drift, performance) ended.",
+            ["model_version", "check"],
+        ),
+        triggers=gauge(
+            "churn_retraining_triggers",
+            "Retraining triggers recorded for the model version, by reason and state "
+            "(pending: not yet consumed by retraining).",
+            ["model_version", "reason", "state"],
+        ),
         refreshed=Gauge(
             "churn_monitoring_results_read_timestamp_seconds",
             "When the service last read the monitoring results from the database.",
@@ -92,10 +106,16 @@ def _gauges() -> _Gauges:
     )
 
 
-def export(results: LatestResults) -> None:
+def export(results: LatestResults, version: str) -> None:
     """Set the gauges from `results` (a figure not claimed, e.g. below the minimum label
     count, is NaN: an alert comparing it stays silent)."""
     gauges = _gauges()
+    for check, moment in results.last_run.items():
+        gauges.last_run.labels(model_version=version, check=check).set(moment.timestamp())
+    for reason in REASONS:
+        for state in ("pending", "consumed"):
+            count = results.triggers.get((reason, state), 0)
+            gauges.triggers.labels(model_version=version, reason=reason, state=state).set(count)
     for figure in results.performance:
         metric = gauges.performance.get(figure.metric)
         if metric is None:
@@ -115,10 +135,12 @@ def export(results: LatestResults) -> None:
 
 
 class MonitoringGauges:
-    """This worker's copy of the latest results, read again at most every `max_age_s`."""
+    """This worker's copy of the latest results of the served model version, read again at
+    most every `max_age_s`."""
 
-    def __init__(self, engine: Engine, max_age_s: float) -> None:
+    def __init__(self, engine: Engine, version: str, max_age_s: float) -> None:
         self.engine = engine
+        self.version = version
         self.max_age_s = max_age_s
         self._read_at = -math.inf
         self._lock = threading.Lock()
@@ -131,11 +153,11 @@ class MonitoringGauges:
                 return
             self._read_at = time.monotonic()
             try:
-                results = read_latest_results(self.engine)
+                results = read_latest_results(self.engine, self.version)
             except SQLAlchemyError as error:
                 logger.warning("monitoring results not read: %s", type(error).__name__)
                 return
-            export(results)
+            export(results, self.version)
 
     async def refresh(self) -> None:
         """`refresh_now` off the event loop (it may wait on the database)."""

@@ -18,8 +18,11 @@ from sqlalchemy import Engine
 from launchers.redis_process import RedisServer
 from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import make_engine, upgrade_schema
+from monitoring.triggers import record_trigger
+from serving.model_metrics import PERFORMANCE_GAUGES
+from tests.alerting.monitoring_files import PROMETHEUS_OWN, named_metrics, recorded
+from tests.results_rows import insert_drift, insert_performance
 from tests.serving.conftest import serve
-from tests.serving.results_rows import insert_drift, insert_performance
 from tests.serving.test_server import post_concurrently
 from training.train import TrainingOutcome
 
@@ -171,3 +174,20 @@ def test_a_new_result_replaces_the_old_one_for_good_whichever_worker_answers(
 def scraped_names(samples: Samples) -> set[str]:
     """Metric names as PromQL sees them (`_bucket`, `_count`, `_total` included)."""
     return {name for name, _ in samples}
+
+
+def test_every_metric_a_rule_or_dashboard_reads_is_exported(
+    two_workers: tuple[ServerProcess, Engine], trained: TrainingOutcome
+) -> None:
+    """A typo in a rule or a panel (or a metric renamed here) would make an alert that can
+    never fire: every name is scraped from the running service, or recorded by a rule."""
+    server, engine = two_workers
+    version = served_version(server)
+    insert_drift(engine, version, {"tenure_months": 0.3})
+    insert_performance(engine, version, dict.fromkeys(PERFORMANCE_GAUGES, 0.9))
+    record_trigger(engine, "drift", version, ["tenure_months"], {"psi": 0.3})
+    time.sleep(1.2)
+    httpx.post(f"{server.url}/predict", json=request_bodies(trained.test_frame.iloc[:1])[0])
+    exported = scraped_names(scrape(server.url))
+    missing = named_metrics() - exported - recorded() - PROMETHEUS_OWN
+    assert not missing, f"named in rules or dashboards, not exported: {sorted(missing)}"

@@ -11,12 +11,14 @@ from sqlalchemy import Engine, insert
 from monitoring.database import DRIFT_RESULTS, PERFORMANCE_RESULTS
 
 
-def _window() -> dict[str, datetime]:
-    now = datetime.now(UTC)
+def _window(now: datetime | None = None) -> dict[str, datetime]:
+    now = now or datetime.now(UTC)
     return {"window_start": now - timedelta(days=7), "window_end": now, "created_at": now}
 
 
-def insert_drift(engine: Engine, version: str, psi: dict[str, float]) -> str:
+def insert_drift(
+    engine: Engine, version: str, psi: dict[str, float], at: datetime | None = None
+) -> str:
     """One drift run of `version`: a `feature` row per column; returns the run id."""
     run = uuid.uuid4().hex
     band = {True: "significant", False: "none"}
@@ -30,7 +32,7 @@ def insert_drift(engine: Engine, version: str, psi: dict[str, float]) -> str:
             "band": "moderate" if 0.1 <= value < 0.25 else band[value >= 0.25],
             "reference_rows": 4000,
             "current_rows": 1000,
-            **_window(),
+            **_window(at),
         }
         for column, value in psi.items()
     ]
@@ -40,7 +42,11 @@ def insert_drift(engine: Engine, version: str, psi: dict[str, float]) -> str:
 
 
 def insert_performance(
-    engine: Engine, version: str, measured: dict[str, float | None], labels: int = 500
+    engine: Engine,
+    version: str,
+    measured: dict[str, float | None],
+    labels: int = 500,
+    at: datetime | None = None,
 ) -> str:
     """One performance run of `version` (estimates 0.01 above the measured figures)."""
     run = uuid.uuid4().hex
@@ -53,7 +59,7 @@ def insert_performance(
             "estimated": None if value is None else value + 0.01,
             "label_count": labels,
             "prediction_count": 1000,
-            **_window(),
+            **_window(at),
         }
         for metric, value in measured.items()
     ]
