@@ -66,7 +66,6 @@ class _Metrics:
     latency: Any
     probability: Any
     errors: Any
-    redis_up: Any
 
 
 @cache
@@ -128,12 +127,6 @@ def _metrics() -> _Metrics:
             "churn_errors",
             "Refused or failed requests of the protected routes, by kind (HTTP status).",
             ["kind"],
-        ),
-        # livemin: one series, 0 as soon as any live worker finds Redis unreachable.
-        redis_up=Gauge(
-            "churn_redis_up",
-            "1 while Redis answers, 0 while this service's calls to it fail (absent: no Redis).",
-            multiprocess_mode="livemin",
         ),
     )
     # 0, not absent: rate() and alerts work from the first scrape.
@@ -197,9 +190,23 @@ def count_error(status: int) -> None:
     _metrics().errors.labels(kind=ERROR_KINDS.get(status, "other")).inc()
 
 
+@cache
+def _redis_up() -> Any:
+    """Created at the first Redis call, not with the others: a service without Redis must
+    export no `churn_redis_up` at all (an unset gauge reads 0, and CacheDown would fire).
+    livemin: one series, 0 as soon as any live worker finds Redis unreachable."""
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "churn_redis_up",
+        "1 while Redis answers, 0 while this service's calls to it fail (absent: no Redis).",
+        multiprocess_mode="livemin",
+    )
+
+
 def set_redis_up(up: bool) -> None:
     """Whether this worker's last Redis call succeeded."""
-    _metrics().redis_up.set(1 if up else 0)
+    _redis_up().set(1 if up else 0)
 
 
 def count_cache(result: CacheResult) -> None:
