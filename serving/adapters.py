@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from core.schema import CustomerData
 from core.settings import Settings
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
 from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
+from monitoring.spool import waiting_bytes
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
 from serving.auth_limit import AuthFailureLimit, refusal_body
 from serving.batcher import PredictBatcher
@@ -30,6 +33,7 @@ from serving.metrics import (
     count_auth_failure,
     count_log_rows,
     set_log_pending_rows,
+    set_spool_bytes,
 )
 from serving.model_metrics import MonitoringGauges
 from serving.process_metrics import ProcessReporter
@@ -234,6 +238,7 @@ class Adapters:
         monitoring jobs' latest results (read from the database at most every
         `CHURN_MONITORING_REFRESH_S`)."""
         self.report_log_metrics()
+        set_spool_bytes(await anyio.to_thread.run_sync(waiting_bytes, self.settings.spool_dir))
         if self.monitoring is not None:
             await self.monitoring.refresh()
 

@@ -66,6 +66,7 @@ class _Metrics:
     latency: Any
     probability: Any
     errors: Any
+    spool_bytes: Any
 
 
 @cache
@@ -99,7 +100,7 @@ def _metrics() -> _Metrics:
         # livesum: the rows still waiting in all live workers, not one series per pid.
         log_pending=Gauge(
             "churn_prediction_log_pending_rows",
-            "Prediction-log rows not yet in the database (memory and spool).",
+            "Prediction-log rows in memory, not yet in the database or the spool.",
             multiprocess_mode="livesum",
         ),
         batch_size=Histogram(
@@ -122,6 +123,12 @@ def _metrics() -> _Metrics:
             "churn_prediction_probability",
             "Served churn probabilities (one observation per customer).",
             buckets=PROBABILITY_BUCKETS,
+        ),
+        # mostrecent: the folder is shared by the workers; whichever measured it last is right.
+        spool_bytes=Gauge(
+            "churn_prediction_log_spool_bytes",
+            "Prediction-log rows on disk waiting for the database (spool files, bytes).",
+            multiprocess_mode="mostrecent",
         ),
         errors=Counter(
             "churn_errors",
@@ -243,6 +250,11 @@ def count_log_rows(outcome: LogRowOutcome, rows: int = 1) -> None:
 def set_log_pending_rows(rows: int) -> None:
     """Rows of this worker not yet in the database."""
     _metrics().log_pending.set(rows)
+
+
+def set_spool_bytes(size: int) -> None:
+    """Bytes of prediction-log rows in the spool folder now."""
+    _metrics().spool_bytes.set(size)
 
 
 def observe_batch_size(customers: int) -> None:
