@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import PROJECT_ROOT
+from launchers.alertmanager_process import webhook_config
 from tests.alerting.monitoring_files import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_DIR,
@@ -115,6 +116,23 @@ def test_alertmanager_config_is_valid_and_routes_by_severity() -> None:
     for labels, receivers in expected.items():
         route = ["config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}"]
         run(AMTOOL, *route, f"--verify.receivers={receivers}", labels, "alertname=X")
+
+
+def test_the_test_alertmanager_config_keeps_the_routing(tmp_path: Path) -> None:
+    """What the delivery test runs: the project's routes, grouping and inhibition, only
+    webhooks instead of Slack/PagerDuty/e-mail and shorter group waits."""
+    import yaml
+
+    generated = webhook_config(ALERTMANAGER_CONFIG, "http://127.0.0.1:9", tmp_path / "am.yml")
+    run(AMTOOL, "check-config", str(generated))
+    real, test = (yaml.safe_load(p.read_text()) for p in (ALERTMANAGER_CONFIG, generated))
+    assert test["route"]["routes"] == real["route"]["routes"]
+    assert test["route"]["group_by"] == real["route"]["group_by"]
+    assert test["route"]["repeat_interval"] == real["route"]["repeat_interval"]
+    assert test["inhibit_rules"] == real["inhibit_rules"]
+    assert [r["name"] for r in test["receivers"]] == [r["name"] for r in real["receivers"]]
+    for receiver in test["receivers"]:
+        assert receiver["webhook_configs"][0]["url"].endswith("/" + receiver["name"])
 
 
 def test_alertmanager_reads_every_secret_from_a_file() -> None:

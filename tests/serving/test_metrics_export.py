@@ -124,6 +124,9 @@ def test_two_workers_export_one_consistent_series_per_metric(
         assert value(samples, "churn_prediction_latency_seconds_count", endpoint="batch") == 1
         assert value(samples, "churn_errors_total", kind="validation") == 3
         assert value(samples, "churn_redis_up") == 1
+        # livesum: the two live workers, one series.
+        assert value(samples, "churn_workers_ready") == 2
+        assert value(samples, "churn_worker_resident_memory_bytes") > 2 * 100e6
         psi = value(
             samples,
             "churn_feature_psi",
