@@ -181,7 +181,7 @@ def observe_many(histogram: Any, values: np.ndarray) -> None:
     prometheus_client has no bulk observe; this adds to the histogram's own bucket and sum
     values (its `_upper_bounds`, `_buckets`, `_sum`, the names `observe` uses; 0.26), so the
     exposition and multiprocess files are exactly what per-value calls would give
-    (tests/serving/test_metrics.py compares the two).
+    (tests/code/test_metrics_bulk.py compares the two).
     """
     if len(values) == 0:
         return

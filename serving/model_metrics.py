@@ -127,10 +127,10 @@ def export(results: LatestResults, version: str) -> None:
         gauges.psi.labels(
             model_version=drift.model_version, kind=drift.kind, feature=drift.column
         ).set(drift.psi)
-    for version, status in results.drift_status().items():
-        gauges.drift_status.labels(model_version=version).set(status)
-    for version, share in results.label_coverage().items():
-        gauges.label_coverage.labels(model_version=version).set(share)
+    for model, status in results.drift_status().items():
+        gauges.drift_status.labels(model_version=model).set(status)
+    for model, share in results.label_coverage().items():
+        gauges.label_coverage.labels(model_version=model).set(share)
     gauges.refreshed.set(time.time())
 
 
