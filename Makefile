@@ -16,12 +16,14 @@ setup: $(STAMP)
 serve: setup
 	$(VENV)/bin/churn serve --port 3000
 
-# The tests start real redis-server and PostgreSQL processes from their binaries.
+# The tests start real redis-server, PostgreSQL, Prometheus and Alertmanager processes from
+# their binaries (and run promtool and amtool, which come with the last two).
 servers:
-	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	  echo "installing redis-server and postgresql (Debian packages) for the tests"; \
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	  echo "installing redis-server, postgresql, prometheus and prometheus-alertmanager (Debian packages) for the tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql prometheus prometheus-alertmanager >/dev/null; \
 	fi
 
 test: setup servers

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         "figure below its bar (above it for brier and ece) is a degradation. None by default: "
         "what is good depends on the data (synthetic 0.86 accuracy, Telco 0.80).",
     )
+    monitoring_refresh_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="`/metrics` re-reads the monitoring jobs' latest results (drift, "
+        "performance) when its copy is older than this.",
+    )
     max_body_bytes: int = Field(
         default=2_000_000,
         gt=0,

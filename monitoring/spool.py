@@ -14,6 +14,7 @@ next one; replaying twice is harmless because every row carries its idempotency 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -170,6 +171,17 @@ class ClaimedFile:
         trace: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def waiting_bytes(directory: Path, prefix: str = "predictions") -> int:
+    """Bytes of `prefix` rows waiting in the spool folder for replay (ready and claimed
+    files; a file that vanishes while being listed, replayed meanwhile, counts 0)."""
+    total = 0
+    for suffix in (READY_SUFFIX, CLAIMED_SUFFIX):
+        for path in Path(directory).glob(f"{prefix}-*{suffix}"):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+    return total
 
 
 class Spool:

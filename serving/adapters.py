@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from core.schema import CustomerData
 from core.settings import Settings
 from monitoring.identity import customer_hash, load_id_secret
 from monitoring.journal import NotDurable
 from monitoring.prediction_log import LogStats, PredictionLog
 from monitoring.records import PredictionRecord
+from monitoring.spool import waiting_bytes
 from serving.auth import AuthResult, check_api_key, key_id, load_api_keys
 from serving.auth_limit import AuthFailureLimit, refusal_body
 from serving.batcher import PredictBatcher
@@ -30,7 +33,10 @@ from serving.metrics import (
     count_auth_failure,
     count_log_rows,
     set_log_pending_rows,
+    set_spool_bytes,
 )
+from serving.model_metrics import MonitoringGauges
+from serving.process_metrics import ProcessReporter
 from serving.rate_limit import (
     Admission,
     RateLimiter,
@@ -68,7 +74,10 @@ class Adapters:
     batcher: PredictBatcher | None = None
     predicting: int = 0
     """`/predict` requests of this worker between arrival and answer."""
+    monitoring: MonitoringGauges | None = None
+    """The monitoring jobs' latest results, exported on `/metrics`."""
     _reported: LogStats = field(default_factory=LogStats)
+    _process: ProcessReporter = field(default_factory=ProcessReporter)
     _reported_at: float = 0.0
 
     @property
@@ -222,6 +231,16 @@ class Adapters:
         count_log_rows("lost", stats.lost - before.lost)
         set_log_pending_rows(stats.pending)
         self._reported = stats
+        self._process.report(self.log.engine, self.readiness_problem() is None)
+
+    async def before_scrape(self) -> None:
+        """What `/metrics` must show fresh: this worker's log and process figures and the
+        monitoring jobs' latest results (read from the database at most every
+        `CHURN_MONITORING_REFRESH_S`)."""
+        self.report_log_metrics()
+        set_spool_bytes(await anyio.to_thread.run_sync(waiting_bytes, self.settings.spool_dir))
+        if self.monitoring is not None:
+            await self.monitoring.refresh()
 
     def readiness_problem(self) -> str | None:
         """Why this worker cannot serve a scoring request right now (None: it can).
@@ -269,6 +288,8 @@ def build_adapters(
         auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
     )
     if model is not None:
+        refresh_s = settings.monitoring_refresh_s
+        parts.monitoring = MonitoringGauges(log.engine, model.version, refresh_s)
         parts.batcher = PredictBatcher(
             parts.score_rows, settings.max_batch_size, settings.max_latency_ms
         )

@@ -32,6 +32,7 @@ from serving.auth import api_key_from_headers
 from serving.auth_limit import client_address
 from serving.body import BodyTimeout, BodyTooLarge, read_body, shape_refusal
 from serving.feedback_api import MAX_LABELS_PER_REQUEST, customer_id_problems, receive_labels
+from serving.metrics import count_error
 from serving.request_path import REQUEST_ID_HEADER, Answer, Caller
 
 logger = logging.getLogger("churn.gateway")
@@ -133,21 +134,37 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = classify(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if route is None and scope["type"] == "http" and scope["path"] == "/metrics":
+            await self._before_scrape()
         parts = self.adapters_of() if route else None
         if route is None or parts is None:
             await self.app(scope, receive, send)
             return
         await self._guarded(route, parts, scope, receive, send)
 
+    async def _before_scrape(self) -> None:
+        """Before BentoML writes `/metrics`: this worker's figures and the monitoring
+        jobs' latest results (serving/model_metrics.py), if its copy is stale."""
+        parts = self.adapters_of()
+        if parts is not None:
+            try:
+                await parts.before_scrape()
+            except Exception:  # a scrape must still get BentoML's metrics
+                logger.exception("monitoring gauges not refreshed")
+
     async def _guarded(
         self, route: Route, parts: Adapters, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """A fault in this layer is a logged 500 that names it, never a hung request."""
+        """A fault in this layer is a logged 500 that names it, never a hung request.
+        Every refusal or failure is counted in `churn_errors_total` by kind."""
         started = False
 
         async def tracking(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] >= 400:
+                    count_error(message["status"])
             await send(message)
 
         if route == "predict":
@@ -157,6 +174,7 @@ class Gateway:
         except Exception as error:
             logger.exception("gateway fault on %s %s", scope["method"], route)
             if not started:
+                count_error(500)
                 await respond(send, 500, {"error": f"server: {type(error).__name__}"})
         finally:
             if route == "predict":

@@ -70,6 +70,7 @@ class RedisLink:
         self._down_until = 0.0  # 0: up; else monotonic time the next probe is allowed
         self._next_backoff = min_backoff
         self._probing = False
+        self._reported_up = False  # `churn_redis_up` set to 1 by the first success
 
     @property
     def up(self) -> bool:
@@ -140,6 +141,7 @@ class RedisLink:
         metrics.count_redis_error()
         now = time.monotonic()
         if self.up:
+            metrics.set_redis_up(False)
             log.warning(
                 "Redis unreachable (%s: %s); using in-process fallbacks for %.1f s",
                 type(error).__name__,
@@ -157,8 +159,11 @@ class RedisLink:
             self._probing = False
 
     def _succeeded(self) -> None:
-        if not self.up:
-            log.warning("Redis reachable again after %d failed calls", self.failures)
+        if not self.up or not self._reported_up:
+            if not self.up:
+                log.warning("Redis reachable again after %d failed calls", self.failures)
+            metrics.set_redis_up(True)
+            self._reported_up = True
         self._down_until = 0.0
         self._next_backoff = self.min_backoff
         self._probing = False

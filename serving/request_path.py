@@ -32,6 +32,7 @@ from serving.batcher import Overloaded
 from serving.cache import answer_from_cache
 from serving.errors import validation_body
 from serving.invalid import customer_list, invalid, invalid_batch
+from serving.metrics import observe_answer, observe_answers
 from serving.scoring import ScoredBatch
 
 Header = tuple[bytes, bytes]
@@ -127,7 +128,13 @@ async def predict(body: bytes, caller: Caller, parts: Adapters, started: float) 
         await parts.write_log([row])
     except NotDurable as error:
         return _not_durable(error, headers)
+    _observe_one(prediction, started)
     return Answer(200, answer, headers)
+
+
+def _observe_one(prediction: dict[str, Any], started: float) -> None:
+    seconds = time.perf_counter() - started
+    observe_answer("predict", seconds, prediction["churn_probability"], prediction["risk_level"])
 
 
 async def _score_one(parts: Adapters, customer: CustomerData) -> dict[str, Any] | None:
@@ -156,6 +163,7 @@ async def _answer_from_cache(
     row = _record(parts, customer_id, parsed.features, prediction, caller, "hit", latency_ms)
     await parts.write_log([row])
     headers = [(REQUEST_ID_HEADER, caller.request_id.encode()), (b"x-cache", b"hit")]
+    _observe_one(prediction, started)
     return Answer.of(200, prediction, headers)
 
 
@@ -206,6 +214,9 @@ async def predict_batch(body: bytes, caller: Caller, parts: Adapters, started: f
         await parts.write_log(_batch_records(parts, customers, predictions, caller, latency_ms))
     except NotDurable as error:
         return _not_durable(error, headers)
+    if scored is not None:
+        seconds = time.perf_counter() - started
+        observe_answers("batch", seconds, scored.probability, scored.risk_level)
     return Answer(200, answer, headers)
 
 

@@ -107,6 +107,24 @@ class RouteTemplateMetrics(_BentoMLMetrics):  # type: ignore[misc]
         super().__init__(restoring(app), **options)
         self.label = RouteLabels()
 
+    def _setup(self, *args: Any, **kwargs: Any) -> None:
+        """BentoML's metrics, except `…_last_request_timestamp_seconds`: BentoML leaves that
+        gauge in prometheus_client's default multiprocess mode, one series per worker pid
+        (a new series at every worker restart); here it is one series, the latest time
+        (`max`). Registered nowhere: the exposition is built from the multiprocess files,
+        and BentoML's own gauge of the name, never set, writes none."""
+        super()._setup(*args, **kwargs)
+        from prometheus_client import Gauge
+
+        bentoml_gauge: Any = getattr(self, "metrics_last_request_timestamp")  # noqa: B009
+        self.metrics_last_request_timestamp = Gauge(
+            bentoml_gauge._name,
+            bentoml_gauge._documentation,
+            bentoml_gauge._labelnames,
+            multiprocess_mode="max",
+            registry=None,
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
