@@ -94,6 +94,8 @@ def shape_problem(body: bytes, items: str, item_limit: int | None) -> str | None
     of a top-level array and `item_limit` caps them (None: the route takes one object)."""
     if item_limit is None and len(body) < SCAN_FROM_BYTES:
         return None
+    if item_limit is not None and (inner := _enveloped(body, items)) is not None:
+        body = inner  # `{"customers": [...]}` (BentoML's clients): its array is the items
     top_limit = item_limit if item_limit is not None and _ARRAY_START.match(body) else None
     shape = measure(body, top_limit if top_limit is not None else MAX_NESTED_MEMBERS)
     if top_limit is not None and shape.top_items is not None and shape.top_items > top_limit:
@@ -106,6 +108,15 @@ def shape_problem(body: bytes, items: str, item_limit: int | None) -> str | None
             f"at most {MAX_NESTED_MEMBERS}"
         )
     return None
+
+
+def _enveloped(body: bytes, items: str) -> bytes | None:
+    """The array of a body that is exactly `{"<items>": [...]}`, else None."""
+    start = re.match(rb'\s*\{\s*"' + re.escape(items.encode()) + rb'"\s*:\s*(?=\[)', body)
+    end = re.search(rb"\]\s*\}\s*$", body)
+    if start is None or end is None or end.start() < start.end():
+        return None
+    return body[start.end() : end.start() + 1]
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,20 @@ def test_a_long_array_is_refused_by_its_count_not_its_items() -> None:
     assert shape_problem(b"[" + b",".join([b"{}"] * 1000) + b"]", "customers", 1000) is None
 
 
+def test_the_customers_envelope_is_limited_like_the_bare_array() -> None:
+    """`{"customers": [...]}` (what BentoML's clients send) takes up to 1,000 customers
+    too, not the 100 members allowed to any nested array."""
+    customers = b",".join([b'{"customer_id": "a"}'] * 1000)
+    assert shape_problem(b'{"customers": [' + customers + b"]}", "customers", 1000) is None
+    too_many = b'{ "customers" : [' + customers + b',{"customer_id": "b"}] }\n'
+    assert shape_problem(too_many, "customers", 1000) == (
+        "customers: at most 1000 per request, got 1001"
+    )
+    # Another member after the array: its containers still count, nothing slips through.
+    smuggled = b'{"customers": [{}], "x": [' + b",".join([b"1"] * 5000) + b"]}"
+    assert shape_problem(smuggled, "customers", 1000) is not None
+
+
 def test_a_nested_container_larger_than_any_valid_one_is_refused() -> None:
     members = ",".join(f'"x{i}": 0' for i in range(MAX_NESTED_MEMBERS + 1))
     nested = f'[{{"customer_id": "a", "extra": {{{members}}}}}]'.encode()

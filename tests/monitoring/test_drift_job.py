@@ -25,32 +25,13 @@ from monitoring.database import DRIFT_RESULTS, make_engine, upgrade_schema
 from monitoring.drift import DriftRun, run_drift
 from monitoring.records import PredictionRecord, insert_rows, record_row
 from monitoring.triggers import pending_triggers
+from tests.monitoring.tenure_shift import DERIVED_FROM_TENURE, SHIFT
 from training.generate import generate_customers
 from training.train import TrainingOutcome
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 WEEK = timedelta(days=7)
 ROWS = 3000
-SHIFT = {"tenure_months": 1.5}
-
-DERIVED_FROM_TENURE = {
-    # raw inputs: tenure itself and the inputs computed from it
-    "tenure_months",
-    "signup_date",
-    "total_charges",
-    # engineered features built on tenure
-    "is_new_customer",
-    "loyalty_level",
-    "tenure_months_binned",
-    "tenure_years",
-    "days_since_signup",
-    "customer_lifetime_value",
-    "monthly_to_total_ratio",
-    "support_calls_per_month",
-    "engagement_score",
-}
-"""What a tenure shift must push to significant. (avg_monthly_spend = total / tenure is
-built on tenure too, but tenure cancels out of it: it stays below 0.1.)"""
 
 
 def logged_fields(frame: pd.DataFrame) -> list[dict[str, object]]:
