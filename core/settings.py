@@ -35,6 +35,18 @@ with many cores running the demo should not start one per core. Set CHURN_WORKER
 beyond."""
 
 
+PROMOTION_METRICS: tuple[str, ...] = ("roc_auc", "f1", "brier", "top_decile_lift")
+"""Metrics the promotion test compares; only brier is lower-is-better."""
+
+DEFAULT_PROMOTION_MARGINS: dict[str, float] = {
+    "roc_auc": 0.01,
+    "f1": 0.02,
+    "brier": 0.005,
+    "top_decile_lift": 0.1,
+}
+"""Default non-inferiority margins: about one SE of each figure at a few thousand labels."""
+
+
 class Settings(BaseSettings):
     """Runtime settings, read from ``CHURN_*`` environment variables."""
 
@@ -217,6 +229,35 @@ class Settings(BaseSettings):
         "window rows (the alert PSI uses every row); its PSI error is bounded in the tests.",
     )
 
+    # Promotion (`lifecycle/paired_tests.py`, `lifecycle/promotion.py`): champion and
+    # challenger scored on the same labelled customers.
+    promotion_margins: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_PROMOTION_MARGINS),
+        description="Non-inferiority margins (JSON object) of the watched metrics, in the "
+        "metric's units: the challenger may be at most this much worse (higher for brier) "
+        "than the champion. Keys among " + ", ".join(PROMOTION_METRICS) + "; roc_auc is "
+        "always tested.",
+    )
+    promotion_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="One-sided level of each non-inferiority test; the intervals reported "
+        "are two-sided 1 − 2·alpha, so their lower (upper for brier) bound is the test.",
+    )
+    promotion_min_churners: int = Field(
+        default=200,
+        ge=1,
+        description="Fewer churners among the labelled customers: no decision (refused). "
+        "At 200 churners DeLong's SE of an AUC difference is about 0.01–0.02.",
+    )
+    promotion_bootstrap_rounds: int = Field(
+        default=2000, ge=100, description="Paired bootstrap resamples of the customers."
+    )
+    promotion_seed: int = Field(
+        default=42, description="Seed of the paired bootstrap: a decision is reproducible."
+    )
+
     # Training.
     seed: int = 42
     balance: Literal["none", "weight", "smote"] = Field(
@@ -252,6 +293,16 @@ class Settings(BaseSettings):
         """A moderate band above the significant one would make "moderate" unreachable."""
         if self.drift_moderate_psi >= self.drift_significant_psi:
             raise ValueError("CHURN_DRIFT_MODERATE_PSI must be below CHURN_DRIFT_SIGNIFICANT_PSI")
+        return self
+
+    @model_validator(mode="after")
+    def _promotion_margins_known(self) -> Settings:
+        """A misspelt metric would silently go unwatched; a negative margin demands a gain."""
+        unknown = set(self.promotion_margins) - set(PROMOTION_METRICS)
+        if unknown:
+            raise ValueError(f"CHURN_PROMOTION_MARGINS: unknown metrics {sorted(unknown)}")
+        if any(m < 0 for m in self.promotion_margins.values()):
+            raise ValueError("CHURN_PROMOTION_MARGINS: margins must be >= 0")
         return self
 
 
