@@ -173,18 +173,31 @@ def _top_lift(counts: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
     Customers are ordered once by score (highest first, ties by position); a round's top
     k = ceil(10 % of its draws) are then the first draws in that order, so each customer
-    contributes min(its draws, what is left of k before it). NaN for a round with no churner.
+    contributes min(its draws, what is left of k before it). Only a prefix of the order can
+    hold them: the first 10 % + 8 SD of the customers (every round of n draws reaches k
+    there but with a probability below 1e-15; a round that does not is redone in full).
+    NaN for a round with no churner.
     """
+    n = p.size
     order = np.argsort(-p, kind="stable")
-    c, ys = counts[:, order], y[order].astype(np.float64)
-    total = c.sum(axis=1)
+    ys = y[order].astype(np.float64)
+    total = counts.sum(axis=1)
     k = np.ceil(TOP_SHARE * total)
+    width = min(n, math.ceil(TOP_SHARE * n + 8.0 * math.sqrt(n) + 1))
+    positives = _top_positives(counts[:, order[:width]], ys[:width], k)
+    short = np.flatnonzero(counts[:, order[:width]].sum(axis=1) < k)
+    if short.size:
+        positives[short] = _top_positives(counts[short][:, order], ys, k[short])
+    base = (counts @ y.astype(np.float64)) / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(base > 0, (positives / k) / base, np.nan)
+
+
+def _top_positives(c: np.ndarray, ys: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Churners among each round's first k draws, ``c`` being draw counts in score order."""
     before = np.cumsum(c, axis=1) - c
     taken = np.clip(k[:, None] - before, 0, c)
-    top_rate = (taken @ ys) / k
-    base = (c @ ys) / total
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(base > 0, top_rate / base, np.nan)
+    return taken @ ys
 
 
 def _metric(

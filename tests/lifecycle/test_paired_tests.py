@@ -179,6 +179,21 @@ def test_vectorised_rounds_equal_a_per_round_computation() -> None:
         assert lift[r] == pytest.approx(top.mean() / yr.mean(), abs=1e-12)
 
 
+def test_lift_of_a_round_drawn_among_the_lowest_scores() -> None:
+    """A round whose draws all miss the high scores is redone over every customer."""
+    y, a = _sample(9, 500, (1.0,))
+    low = np.argsort(a)[:150]
+    low = low[np.argsort(-a[low])][:100]  # the 100 highest of the 150 lowest
+    counts = np.zeros((2, y.size))
+    counts[0] = 1.0  # an ordinary round: everyone once
+    counts[1, low] = 5.0  # 500 draws, none among the top 350 scores
+    lift = _metric("top_decile_lift", counts, y, a, 0.3)
+    rows = np.repeat(np.arange(y.size), counts[1].astype(int))
+    top = y[rows][np.argsort(-a[rows], kind="stable")[:50]]
+    assert lift[1] == pytest.approx(top.mean() / y[rows].mean(), abs=1e-12)
+    assert lift[0] == pytest.approx(y[np.argsort(-a)[:50]].mean() / y.mean(), abs=1e-12)
+
+
 def _population_figures(noises: tuple[float, float], t: tuple[float, float]) -> dict[str, float]:
     """Challenger − champion in the population (2 million customers, expected counts)."""
     rng = np.random.default_rng(99)
