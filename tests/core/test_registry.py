@@ -223,3 +223,31 @@ def test_a_tampered_artifact_is_refused_and_never_enters_the_store(
     with pytest.raises(ModelIntegrityError, match=f"registered for version {version}"):
         registry.fetch(version, replica)
     assert replica.list() == []
+
+
+def test_a_local_copy_edited_after_fetching_is_refused(
+    trained: TrainingOutcome, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    assert trained.tag is not None
+    version = registry.register(trained.tag, "trainer", "first model")
+    replica = empty_store(tmp_path / "replica-store")
+    folder = registry.fetch(version, replica)
+    (folder / PIPELINE_FILE).write_text((folder / PIPELINE_FILE).read_text() + " ")
+    with pytest.raises(ModelIntegrityError, match=f"{PIPELINE_FILE}: checksum mismatch"):
+        registry.fetch(version, replica)
+
+
+def test_mid_promotion_the_champion_is_not_also_the_challenger(
+    trained: TrainingOutcome, registry: ModelRegistry, source: ModelStore
+) -> None:
+    """`set_champion` moves the champion alias before it drops the challenger's: a worker
+    polling in between must not route a share of customers to the model that is champion."""
+    one, two = (
+        registry.register(copy_model(trained, source), "trainer", "trained", store=source)
+        for _ in range(2)
+    )
+    registry.set_champion(one, "ops", "day 0")
+    registry.set_challenger(two, "retrain", "drift", share=0.3)
+    registry.client.set_registered_model_alias(registry.name, CHAMPION, two)  # the moment
+    seen = registry.assignment()
+    assert (seen.champion, seen.challenger, seen.challenger_share) == (two, None, 0.0)
