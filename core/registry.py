@@ -19,9 +19,11 @@ CronJob); two concurrent promotions could interleave their alias moves.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,15 +167,18 @@ class ModelRegistry:
         if details.run_id is None:
             raise RegistryError(f"version {version} has no registration run (not ours)")
         bento_version = tag.split(":", 1)[1]
-        try:
-            folder = Path(bentoml.models.get(tag, **stores).path)
-        except NotFound:
-            with tempfile.TemporaryDirectory(prefix="churn-fetch-") as scratch:
-                run_id = details.run_id
-                downloaded = Path(self.client.download_artifacts(run_id, ARTIFACT_PATH, scratch))
-                _check(downloaded, bento_version, expected, version)
-                imported = bentoml.models.import_model(str(downloaded), "folder", **stores)
-            folder = Path(imported.path)
+        with _fetch_lock(tag):  # the workers of a replica share its store
+            try:
+                folder = Path(bentoml.models.get(tag, **stores).path)
+            except NotFound:
+                with tempfile.TemporaryDirectory(prefix="churn-fetch-") as scratch:
+                    run_id = details.run_id
+                    downloaded = Path(
+                        self.client.download_artifacts(run_id, ARTIFACT_PATH, scratch)
+                    )
+                    _check(downloaded, bento_version, expected, version)
+                    imported = bentoml.models.import_model(str(downloaded), "folder", **stores)
+                folder = Path(imported.path)
         _check(folder, bento_version, expected, version)  # a local copy edited since
         return folder
 
@@ -300,6 +305,19 @@ class ModelRegistry:
         }
         key, value = audit_tag(version, action, actor, reason, figures, aliases, replaced)
         self.client.set_model_version_tag(self.name, version, key, value)
+
+
+@contextmanager
+def _fetch_lock(tag: str) -> Iterator[None]:
+    """One fetch of a model at a time on this host: a second worker waits, then finds the
+    complete copy instead of a half-imported folder (or a clash in the store)."""
+    path = Path(tempfile.gettempdir()) / f"churn-fetch-{tag.replace(':', '-')}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check(folder: Path, bento_version: str, expected: str, version: str) -> None:

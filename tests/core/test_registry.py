@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bentoml
@@ -251,3 +252,17 @@ def test_mid_promotion_the_champion_is_not_also_the_challenger(
     registry.client.set_registered_model_alias(registry.name, CHAMPION, two)  # the moment
     seen = registry.assignment()
     assert (seen.champion, seen.challenger, seen.challenger_share) == (two, None, 0.0)
+
+
+def test_workers_fetching_at_once_share_one_complete_copy(
+    trained: TrainingOutcome, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """The workers of a replica share its BentoML store and may all find the model missing
+    at the same moment."""
+    assert trained.tag is not None
+    version = registry.register(trained.tag, "trainer", "first model")
+    replica = empty_store(tmp_path / "replica-store")
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: registry.fetch(version, replica), range(4)))
+    assert len(set(folders)) == 1
+    assert [str(model.tag) for model in replica.list()] == [trained.tag]
