@@ -13,17 +13,15 @@ on the downloaded copy before it enters the store, and against the content check
 recorded at registration, so a corrupt or substituted copy is refused.
 
 Every change is recorded in the registry too (core/registry_audit.py), so all replicas see
-one history. Writers are expected to be one at a time (the CLI, run by a person or a
-CronJob); two concurrent promotions could interleave their alias moves.
+one history; the files' way into a store is core/registry_files.py. Writers are expected to
+be one at a time (the CLI, run by a person or a CronJob); two concurrent promotions could
+interleave their alias moves.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +37,7 @@ from core.registry_audit import (
     audit_trail,
     require_who_and_why,
 )
+from core.registry_files import fetch_files
 from core.settings import get_settings, mlflow_tracking_uri
 from core.tracking import registration_experiment
 
@@ -158,29 +157,14 @@ class ModelRegistry:
         the registry's artifacts when missing. Raises `ModelIntegrityError` for a copy whose
         files do not match its checksums or the checksum recorded at registration: such a
         copy never enters the store."""
-        import bentoml
-        from bentoml.exceptions import NotFound
-
-        stores = {} if store is None else {"_model_store": store}
         details = self.client.get_model_version(self.name, version)
-        tag, expected = details.tags[BENTOML_TAG], details.tags[CONTENT_CHECKSUM]
         if details.run_id is None:
             raise RegistryError(f"version {version} has no registration run (not ours)")
-        bento_version = tag.split(":", 1)[1]
-        with _fetch_lock(tag):  # the workers of a replica share its store
-            try:
-                folder = Path(bentoml.models.get(tag, **stores).path)
-            except NotFound:
-                with tempfile.TemporaryDirectory(prefix="churn-fetch-") as scratch:
-                    run_id = details.run_id
-                    downloaded = Path(
-                        self.client.download_artifacts(run_id, ARTIFACT_PATH, scratch)
-                    )
-                    _check(downloaded, bento_version, expected, version)
-                    imported = bentoml.models.import_model(str(downloaded), "folder", **stores)
-                folder = Path(imported.path)
-        _check(folder, bento_version, expected, version)  # a local copy edited since
-        return folder
+        tag, expected = details.tags[BENTOML_TAG], details.tags[CONTENT_CHECKSUM]
+        try:
+            return fetch_files(self.client, details.run_id, ARTIFACT_PATH, tag, expected, store)
+        except ModelIntegrityError as exc:
+            raise ModelIntegrityError(f"version {version}: {exc}") from None
 
     # Roles.
 
@@ -305,25 +289,3 @@ class ModelRegistry:
         }
         key, value = audit_tag(version, action, actor, reason, figures, aliases, replaced)
         self.client.set_model_version_tag(self.name, version, key, value)
-
-
-@contextmanager
-def _fetch_lock(tag: str) -> Iterator[None]:
-    """One fetch of a model at a time on this host: a second worker waits, then finds the
-    complete copy instead of a half-imported folder (or a clash in the store)."""
-    path = Path(tempfile.gettempdir()) / f"churn-fetch-{tag.replace(':', '-')}.lock"
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _check(folder: Path, bento_version: str, expected: str, version: str) -> None:
-    checksum = verify_manifest(folder, bento_version, configured_signing_key())
-    if checksum != expected:
-        raise ModelIntegrityError(
-            f"content checksum {checksum[:12]}… is not the {expected[:12]}… registered for "
-            f"version {version} (files and manifest rewritten together)"
-        )

@@ -221,7 +221,9 @@ def test_a_tampered_artifact_is_refused_and_never_enters_the_store(
     # Files and manifest rewritten together pass the checksums, not the registered content
     # checksum.
     write_manifest(artifacts, trained.tag.split(":")[1])
-    with pytest.raises(ModelIntegrityError, match=f"registered for version {version}"):
+    with pytest.raises(
+        ModelIntegrityError, match=f"version {version}: content checksum .* registered"
+    ):
         registry.fetch(version, replica)
     assert replica.list() == []
 
