@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         description="Used when MLFLOW_TRACKING_URI is not set.",
     )
     mlflow_experiment: str = "churn"
+    registered_model: str = Field(
+        default=MODEL_NAME,
+        description="MLflow registered model whose aliases (champion, challenger, "
+        "previous_champion) decide what serves (core/registry.py).",
+    )
+    challenger_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of customers answered by the challenger when one is set without "
+        "a share of its own (the design: 10 %).",
+    )
 
     # Serving.
     risk_medium_from: float = Field(default=0.3, ge=0, le=1)
@@ -310,6 +322,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow tracking (and registry) store in force: ``MLFLOW_TRACKING_URI`` if set,
+    MLflow's own variable, else ``CHURN_MLFLOW_TRACKING_URI`` or the project's SQLite file."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or get_settings().mlflow_tracking_uri
 
 
 def bentoml_home() -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +37,11 @@ from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear
 from core.pipeline.predictor import ChurnPredictor
 from core.pipeline.store import StoredReference, load_predictor, save_predictor
 from core.schema import ID_COLUMN
-from core.settings import TRUE_PROBABILITY_COLUMN, get_settings
+from core.settings import TRUE_PROBABILITY_COLUMN, get_settings, mlflow_tracking_uri
+from core.tracking import use_experiment
 from training.data import prepare_table, split_holdout, split_xy
 from training.evaluate import choose_threshold, evaluate_predictions
 from training.plots import write_evaluation_plots
-from training.tracking import use_experiment
 from training.tune import (
     Balance,
     CVResult,
@@ -277,8 +276,7 @@ def record_run(
     from core.pipeline.store import BOOSTER_FILE, METADATA_FILE
 
     settings = get_settings()
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
-    use_experiment(settings.mlflow_experiment, tracking_uri)
+    use_experiment(settings.mlflow_experiment, mlflow_tracking_uri())
     with mlflow.start_run() as run:
         metadata["mlflow_run_id"] = str(run.info.run_id)
         tag = (

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core.settings import PROJECT_ROOT
-from training.tracking import artifact_location
+from core.tracking import artifact_location
 
 IN_USE = "session folder in use: "
 

@@ -10,6 +10,12 @@ together.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -38,3 +44,23 @@ def use_experiment(name: str, tracking_uri: str) -> str:
             if mlflow.get_experiment_by_name(name) is None:
                 raise
     return str(mlflow.set_experiment(name).experiment_id)
+
+
+def registration_experiment(client: MlflowClient, tracking_uri: str) -> str:
+    """The id of the training experiment (`CHURN_MLFLOW_EXPERIMENT`), created as
+    `use_experiment` would, through `client` only: registering a model must not move
+    MLflow's process-wide tracking URI."""
+    from mlflow.exceptions import MlflowException
+
+    name = get_settings().mlflow_experiment
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(
+                client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+            )
+        except MlflowException:  # created meanwhile by another process: use theirs
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    return str(experiment.experiment_id)
