@@ -90,8 +90,8 @@ def test_the_test_configs_keep_the_projects_routing(
     config = yaml.safe_load(prometheus.config.read_text())
     rules = yaml.safe_load(Path(config["rule_files"][0]).read_text())
     drift = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelDrift")
-    assert drift["expr"].split() == (
+    assert " ".join(drift["expr"].split()) == (
         "max by (model_version) (churn_feature_psi) and on (model_version) "
         "(max by (model_version) (churn_drift_status) == 2)"
-    ).split()
+    )
     assert drift["for"] == "2s"
