@@ -151,6 +151,12 @@ class ModelRegistry:
             ]
         return self._tags[version]
 
+    def training_figures(self, version: str) -> dict[str, float]:
+        """The training metrics recorded with `version` at registration."""
+        tags = self.client.get_model_version(self.name, version).tags
+        figures: dict[str, float] = json.loads(tags.get("metrics", "{}"))
+        return figures
+
     def fetch(self, version: str, store: Any = None) -> Path:
         """The verified folder of `version` in a BentoML model store (the process's by
         default; else a store object as `bentoml.models` functions take it), imported from

@@ -1,0 +1,98 @@
+"""`churn registry`: the model registry's roles and history, and the changes made by hand.
+
+Thin over `core.registry.ModelRegistry`. Promotion on the paired test (`churn promote`) and
+the service reading the roles are the retraining cycle's next steps; until then the service
+serves `churn_model:latest` whatever the registry says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+registry_app = typer.Typer(
+    help="The model registry: which version is champion, challenger, previous champion.",
+    no_args_is_help=True,
+)
+
+ROLES = ("champion", "challenger", "previous_champion")
+
+
+def _actor() -> str:
+    """Who made a change by hand, for the audit trail."""
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+@registry_app.command()
+def show(
+    audit: Annotated[int, typer.Option(help="How many of the latest changes to list.")] = 10,
+) -> None:
+    """Each role's version, BentoML tag and training figures, then the latest changes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    assignment = registry.assignment()
+    console = Console(width=120)
+    roles = Table(title=f"registered model {registry.name}")
+    for column in ("role", "version", "BentoML tag", "training figures"):
+        roles.add_column(column)
+    for role in ROLES:
+        version = getattr(assignment, role)
+        figures = registry.training_figures(version) if version else {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(figures.items()))
+        tag = getattr(assignment, f"{role}_tag")
+        roles.add_row(role, version or "—", tag or "—", shown or "—")
+    console.print(roles)
+    if assignment.challenger:
+        console.print(f"challenger share: {assignment.challenger_share:.0%} of customers")
+    history = Table(title="latest changes, newest first")
+    for column in ("at (UTC)", "action", "version", "actor", "reason", "figures"):
+        history.add_column(column)
+    for entry in registry.audit_trail()[:audit]:
+        history.add_row(
+            f"{entry.at:%Y-%m-%d %H:%M:%S}",
+            entry.action,
+            entry.version,
+            entry.actor,
+            entry.reason,
+            json.dumps(entry.figures, sort_keys=True) if entry.figures else "",
+        )
+    console.print(history)
+
+
+@registry_app.command()
+def register(
+    tag: Annotated[str, typer.Argument(help="A stored model: churn_model:<version>.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+) -> None:
+    """Register a stored model as a new version (it takes no role: nothing serves it yet)."""
+    from bentoml.exceptions import NotFound
+
+    from core.registry import ModelRegistry
+
+    try:
+        version = ModelRegistry().register(tag, _actor(), reason)
+    except NotFound as error:
+        raise typer.BadParameter(f"no stored model {tag}", param_hint="TAG") from error
+    except ValueError as error:  # no reason given, or a model failing its checksums
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"registered {tag} as version {version}")
+
+
+@registry_app.command()
+def rollback(reason: Annotated[str, typer.Option(help="Why, for the audit trail.")]) -> None:
+    """The previous champion becomes champion again; recorded in the audit trail."""
+    from core.registry import ModelRegistry, RegistryError
+
+    try:
+        assignment = ModelRegistry().rollback(_actor(), reason)
+    except (RegistryError, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"champion is version {assignment.champion} ({assignment.champion_tag})")
