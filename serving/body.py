@@ -113,10 +113,13 @@ def shape_problem(body: bytes, items: str, item_limit: int | None) -> str | None
 def _enveloped(body: bytes, items: str) -> bytes | None:
     """The array of a body that is exactly `{"<items>": [...]}`, else None."""
     start = re.match(rb'\s*\{\s*"' + re.escape(items.encode()) + rb'"\s*:\s*(?=\[)', body)
-    end = re.search(rb"\]\s*\}\s*$", body)
-    if start is None or end is None or end.start() < start.end():
+    if start is None:
         return None
-    return body[start.end() : end.start() + 1]
+    inner = body.rstrip()  # a trailing "]" then "}": checked from the end, not searched for
+    if not inner.endswith(b"}"):
+        return None
+    inner = inner[start.end() : -1].rstrip()
+    return inner if inner.endswith(b"]") else None
 
 
 @dataclass(frozen=True)

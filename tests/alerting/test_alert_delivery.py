@@ -13,11 +13,15 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from launchers.alertmanager_process import AlertmanagerServer
 from launchers.prometheus_process import PrometheusServer
 from launchers.server_process import ServerProcess
 from monitoring.database import make_engine, upgrade_schema
-from tests.alerting.webhook import Webhook, assert_delivered_once, served_version
+from tests.alerting.webhook import (
+    Webhook,
+    alerting_path,
+    assert_delivered_once,
+    served_version,
+)
 from tests.results_rows import insert_drift, insert_performance
 from tests.serving.conftest import serve
 from training.train import TrainingOutcome
@@ -36,16 +40,8 @@ def stack(
     upgrade_schema(url)
     service = serve(tmp, url, None, "alerting", CHURN_MONITORING_REFRESH_S="1")
     engine = make_engine(url)
-    webhook = Webhook()
-    alertmanager = AlertmanagerServer(webhook.url, tmp / "alertmanager")
-    alertmanager.start()
-    target = service.url.removeprefix("http://")
-    prometheus = PrometheusServer([target], alertmanager.address, folder=tmp / "prometheus")
-    prometheus.start()
-    yield service, engine, prometheus, webhook
-    prometheus.stop()
-    alertmanager.stop()
-    webhook.close()
+    with alerting_path(service, tmp) as (prometheus, webhook):
+        yield service, engine, prometheus, webhook
     service.stop()
     engine.dispose()
 

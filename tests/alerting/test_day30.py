@@ -26,17 +26,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 from sqlalchemy import Engine, func, select
 
-from launchers.alertmanager_process import AlertmanagerServer
 from launchers.pg_server import PostgresServer
 from launchers.prometheus_process import PrometheusServer
 from launchers.redis_process import RedisServer
@@ -44,7 +35,8 @@ from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine, upgrade_schema
 from monitoring.identity import customer_hash
 from monitoring.triggers import pending_triggers
-from tests.alerting.webhook import Webhook, assert_delivered_once, served_version
+from tests.alerting.webhook import Webhook, alerting_path, assert_delivered_once, served_version
+from tests.monitoring.sklearn_figures import sklearn_figures
 from tests.monitoring.tenure_shift import DERIVED_FROM_TENURE, SHIFT
 from tests.serving.conftest import KEYS, SECRET, serve
 from training.generate import generate_customers
@@ -143,17 +135,9 @@ def day30(
     url = postgres.new_database()
     upgrade_schema(url)
     service = serve(folder, url, redis_server.url, "day30", CHURN_MONITORING_REFRESH_S="1")
-    webhook = Webhook()
-    alertmanager = AlertmanagerServer(webhook.url, folder / "alertmanager")
-    alertmanager.start()
-    target = service.url.removeprefix("http://")
-    prometheus = PrometheusServer([target], alertmanager.address, folder=folder / "prometheus")
-    prometheus.start()
     engine = make_engine(url)
-    yield Day30(service, engine, prometheus, webhook, url, folder)
-    prometheus.stop()
-    alertmanager.stop()
-    webhook.close()
+    with alerting_path(service, folder) as (prometheus, webhook):
+        yield Day30(service, engine, prometheus, webhook, url, folder)
     service.stop()
     engine.dispose()
 
@@ -204,15 +188,13 @@ def joined_figures(day30: Day30, name: str, churned: np.ndarray) -> dict[str, fl
             ).where(PREDICTIONS.c.customer_hash.in_(hashes))
         ).all()
     logged = pd.DataFrame(rows).set_index("customer_hash").loc[hashes]
-    y, p, decision = churned.astype(int), logged["churn_probability"], logged["will_churn"]
-    return {
-        "accuracy": accuracy_score(y, decision),
-        "precision": precision_score(y, decision),
-        "recall": recall_score(y, decision),
-        "f1": f1_score(y, decision),
-        "roc_auc": roc_auc_score(y, p),
-        "brier": brier_score_loss(y, p),
-    }
+    return sklearn_figures(
+        {
+            "y": churned.astype(int),
+            "p": logged["churn_probability"].to_numpy(),
+            "d": logged["will_churn"].to_numpy().astype(int),
+        }
+    )
 
 
 def test_day_30_labels_give_scikit_learns_figures_and_wrong_ones_fire_low_accuracy(

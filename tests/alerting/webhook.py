@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from launchers.alertmanager_process import AlertmanagerServer
+from launchers.prometheus_process import PrometheusServer
 from launchers.server_process import ServerProcess, free_port
 
 DELIVERY_TIMEOUT_S = 90
@@ -73,3 +78,23 @@ def assert_delivered_once(webhook: Webhook, alertname: str, receiver: str, versi
     (alert,) = body["alerts"]  # one alert per model version, however many columns
     assert alert["labels"]["service"] == "churn"  # Prometheus's external label
     assert alert["annotations"]["runbook_url"] == f"README.md#{alertname.lower()}"
+
+
+@contextmanager
+def alerting_path(
+    service: ServerProcess, folder: Path
+) -> Iterator[tuple[PrometheusServer, Webhook]]:
+    """A real Prometheus scraping `service` (1 s scrapes and evaluations, rules' `for` 2 s)
+    → a real Alertmanager (the project's routing) → a webhook in the test."""
+    webhook = Webhook()
+    alertmanager = AlertmanagerServer(webhook.url, folder / "alertmanager")
+    alertmanager.start()
+    target = service.url.removeprefix("http://")
+    prometheus = PrometheusServer([target], alertmanager.address, folder=folder / "prometheus")
+    try:
+        prometheus.start()
+        yield prometheus, webhook
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+        webhook.close()

@@ -9,17 +9,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 from sqlalchemy import Engine, select
 
-from core.calibration import expected_calibration_error
 from monitoring.database import PERFORMANCE_RESULTS
 from monitoring.degradation import find_degradations
 from monitoring.performance import (
@@ -29,6 +20,7 @@ from monitoring.performance import (
 )
 from monitoring.triggers import pending_triggers
 from tests.monitoring.served import NOW, Served, days_ago, label, serve
+from tests.monitoring.sklearn_figures import sklearn_figures
 
 OPTIONS = PerformanceOptions(
     window=timedelta(days=30),
@@ -64,19 +56,6 @@ def traffic(
     serve(engine, decoys + judged)
     label(engine, [(c, y[i], days_ago(1).date()) for i, c in enumerate(ids)])
     return {"y": y.astype(int), "p": p, "d": decision.astype(int)}
-
-
-def sklearn_figures(rows: dict[str, np.ndarray]) -> dict[str, float]:
-    y, p, d = rows["y"], rows["p"], rows["d"]
-    return {
-        "accuracy": accuracy_score(y, d),
-        "precision": precision_score(y, d),
-        "recall": recall_score(y, d),
-        "f1": f1_score(y, d),
-        "roc_auc": roc_auc_score(y, p),
-        "brier": brier_score_loss(y, p),
-        "ece": expected_calibration_error(y, p),
-    }
 
 
 def stored_rows(engine: Engine) -> list[dict[str, object]]:
