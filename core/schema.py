@@ -216,6 +216,10 @@ class Reason(BaseModel):
     contribution: float
 
 
+ModelArm = Literal["champion", "challenger"]
+MODEL_ARMS: tuple[ModelArm, ...] = ("champion", "challenger")
+
+
 class Prediction(BaseModel):
     """Answer to `/predict`, and one item of a batch answer."""
 
@@ -226,6 +230,8 @@ class Prediction(BaseModel):
     recommendation: str
     top_reasons: list[Reason]
     model_version: str
+    model_arm: ModelArm = "champion"
+    """Which model of the experiment answered (README, "Champion and challenger")."""
     timestamp: datetime
     latency_ms: float
 
@@ -258,6 +264,9 @@ class Health(BaseModel):
     status: Literal["healthy", "unhealthy"]
     model_loaded: bool
     model_version: str | None
+    challenger_version: str | None = None
+    """The challenger this worker serves to its share of customers (None: no experiment)."""
+    challenger_share: float = 0.0
     uptime_seconds: float
     version: str
     detail: str | None = None

@@ -78,6 +78,52 @@ class Settings(BaseSettings):
         "a share of its own (the design: 10 %).",
     )
 
+    model_source: Literal["registry", "store"] = Field(
+        default="registry",
+        description="What the service serves: 'registry' — the registry's champion and "
+        "challenger, followed while running (serving/model_watcher.py); while the registry "
+        "has no champion, the store's newest model. 'store' — the store's newest model only "
+        "(a Bento run without a registry).",
+    )
+    registry_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Each worker reads the registry's assignment this often; a promotion "
+        "serves everywhere within this plus the new model's load and checks (README).",
+    )
+    swap_max_latency_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="A new model whose median one-customer scoring time exceeds this is "
+        "refused before it takes traffic.",
+    )
+    rollback_error_rate: float = Field(
+        default=0.10,
+        gt=0,
+        le=1,
+        description="A champion whose scoring fails for more than this share of its last "
+        "`rollback_min_answers` answers in a worker is rolled back (the design: 10 %); "
+        "those requests are answered by the previous champion meanwhile.",
+    )
+    rollback_min_answers: int = Field(
+        default=100, ge=1, description="Answers a champion's error rate is judged over."
+    )
+    retrain_months: int = Field(
+        default=6, ge=1, description="`churn retrain`: months of labelled log it learns from."
+    )
+    retrain_min_labels: int = Field(
+        default=1000,
+        ge=100,
+        description="`churn retrain` refuses to train on fewer labelled customers.",
+    )
+    retrain_holdout_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="`churn retrain`: the most recently labelled customers, this share of "
+        "them, are held out; champion and challenger are scored on them before either serves.",
+    )
+
     # Serving.
     risk_medium_from: float = Field(default=0.3, ge=0, le=1)
     risk_high_from: float = Field(default=0.6, ge=0, le=1)

@@ -111,6 +111,13 @@ class PredictionRow(Base):
     cache: Mapped[str] = mapped_column(String(8))
     endpoint: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    model_arm: Mapped[str] = mapped_column(String(16), server_default="champion")
+    """'champion' or 'challenger': which arm of the experiment answered."""
+    shadow_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The other model of the experiment (None: no challenger was set)."""
+    shadow_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The other model's churn probability for the same request: promotion compares the
+    two models on the same customers."""
 
 
 class GroundTruthRow(Base):

@@ -32,6 +32,14 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """The other model's answer to a request: its version and churn probability."""
+
+    version: str
+    probability: float
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PredictionRecord:
     """One served prediction, as the `predictions` table stores it: its fields are the
@@ -57,6 +65,12 @@ class PredictionRecord:
     """'predict' or 'batch'."""
     id: str = field(default_factory=new_record_id)
     created_at: datetime = field(default_factory=_utc_now)
+    model_arm: str = "champion"
+    """Which arm of the experiment answered: 'champion' or 'challenger'."""
+    shadow_version: str | None = None
+    """The other model of the experiment; None while no challenger is set."""
+    shadow_probability: float | None = None
+    """The other model's probability for the same request (paired comparison)."""
 
     def __post_init__(self) -> None:
         self.features.pop(ID_COLUMN, None)  # in place: no copy per row on the request path
@@ -73,6 +87,7 @@ class PredictionRecord:
         cache: str,
         endpoint: str,
         default_model_version: str | None,
+        shadow: Shadow | None = None,
     ) -> PredictionRecord:
         """The record of a served answer (a `Prediction`-shaped mapping): the outcome from
         the answer, the rest from the request. A cached answer may predate the version
@@ -88,6 +103,9 @@ class PredictionRecord:
             latency_ms=latency_ms,
             cache=cache,
             endpoint=endpoint,
+            model_arm=prediction.get("model_arm", "champion"),
+            shadow_version=shadow.version if shadow else None,
+            shadow_probability=shadow.probability if shadow else None,
         )
 
 

@@ -203,6 +203,7 @@ class ScoredBatch:
         }
         shared = {
             "model_version": self.model_version,
+            "model_arm": "champion",
             "timestamp": self.timestamp,
             "latency_ms": self.latency_ms,
         }

@@ -167,6 +167,10 @@ def test_spool_lines_of_earlier_versions_still_decode() -> None:
         "cache": "miss",
         "endpoint": "predict",
         "created_at": WHEN,
+        # columns added since (migration 0004) take their defaults
+        "model_arm": "champion",
+        "shadow_version": None,
+        "shadow_probability": None,
     }
     label = (
         b'{"customer_hash":"h","churned":false,"observed_date":"2025-03-31",'
