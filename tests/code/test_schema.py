@@ -144,6 +144,7 @@ def test_the_batch_envelope_is_a_batch_prediction() -> None:
         "recommendation": "Call.",
         "top_reasons": [{"feature": "tenure_months", "contribution": 0.4}],
         "model_version": "v",
+        "model_arm": "challenger",
         "timestamp": "2025-03-31T12:00:00Z",
         "latency_ms": 1.0,
     }
