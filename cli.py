@@ -88,8 +88,12 @@ def train(
     ] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="Write held-out metrics JSON.")] = None,
     reports: Annotated[Path | None, typer.Option(help="Folder for plots.")] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register it in the model registry (the first: champion).")
+    ] = True,
 ) -> None:
-    """Tune, fit, calibrate and evaluate a model; save it to the BentoML store."""
+    """Tune, fit, calibrate and evaluate a model; save it to the BentoML store and register
+    it (the registry's first model becomes champion; later ones wait to be promoted)."""
     from training.profiles import load_profiled_table
     from training.train import TrainingOptions, train_model
     from training.tune import BALANCE_CHOICES
@@ -112,6 +116,10 @@ def train(
         typer.echo(f"Bayes-optimal ROC-AUC on the same rows: {optimum:.4f}")
     typer.echo(f"training took {outcome.metadata['training']['total_seconds']:.1f} s")
     typer.echo(f"saved {outcome.tag}")
+    if register and outcome.tag:
+        from lifecycle.commands import register_trained
+
+        typer.echo(register_trained(outcome.tag))
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(outcome.metrics, indent=2))
@@ -265,6 +273,7 @@ def ensure_demo_model() -> None:
         metrics_out=None,
         reports=None,
         query=None,
+        register=True,
     )
 
 

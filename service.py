@@ -39,10 +39,10 @@ from serving.api_specs import CustomerInput, LabelInput, body_of
 from serving.feedback_api import delete_customer_everywhere, receive_labels
 from serving.gateway import Gateway
 from serving.model_loading import find_model, load_model
+from serving.model_watcher import follow_registry
 from serving.openapi import LabelsReceived, OpenAPIDocs
 from serving.request_path import Answer, Caller
 from serving.route_metrics import label_routes_by_template
-from serving.scoring import LoadedModel
 
 logger = logging.getLogger("churn.service")
 # BentoML's server logging keeps the root logger at WARNING; the product's own INFO lines
@@ -80,10 +80,13 @@ class ChurnService:
     def __init__(self) -> None:
         self.started = time.monotonic()
         # Files verified against their checksums before anything is built from them.
-        self.model: LoadedModel | None
-        self.load_error: str | None
-        self.model, self.load_error = load_model(lambda: self.model_ref, self.model_problem)
-        self.adapters: Adapters = build_adapters(get_settings(), self.model, self.load_error)
+        model, load_error = load_model(lambda: self.model_ref, self.model_problem)
+        settings = get_settings()
+        self.adapters: Adapters = build_adapters(settings, model, load_error)
+        # The registry's champion and challenger replace the store's model before the
+        # first request, and whenever the registry's assignment changes.
+        parts = self.adapters
+        self.watcher = follow_registry(lambda: parts.served, parts.serve, settings, parts.errors)
         # Everything loaded so far (BentoML, pydantic, XGBoost, the model) lives for the
         # whole process: take it out of the collector's sight, or every full collection
         # walks it again under load (p99 at 64 clients 379 → 131 ms, BENCHMARKS.md).
@@ -93,6 +96,8 @@ class ChurnService:
     def flush_prediction_log(self) -> None:
         """Graceful shutdown (SIGTERM): every buffered log row reaches the database or,
         if it is down, the on-disk spool that the next start replays."""
+        if self.watcher is not None:
+            self.watcher.stop()
         self.adapters.close()
 
     def __is_ready__(self) -> bool:
@@ -133,14 +138,17 @@ class ChurnService:
 
     @health_app.get("/health")
     def health(self) -> Health:
-        """Liveness plus whether a model is loaded, and which."""
+        """Liveness plus whether a model is loaded, and which (this worker's)."""
+        served = self.adapters.served
         return Health(
-            status="healthy" if self.model else "unhealthy",
-            model_loaded=self.model is not None,
-            model_version=self.model.version if self.model else None,
+            status="healthy" if served else "unhealthy",
+            model_loaded=served is not None,
+            model_version=served.champion.version if served else None,
+            challenger_version=served.challenger.version if served and served.challenger else None,
+            challenger_share=served.share if served else 0.0,
             uptime_seconds=time.monotonic() - self.started,
             version=__version__,
-            detail=self.load_error,
+            detail=self.adapters.load_error,
         )
 
 

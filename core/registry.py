@@ -263,6 +263,14 @@ class ModelRegistry:
         self._record(before.previous_champion, "rollback", actor, reason, figures, before.champion)
         return self.assignment()
 
+    def record(
+        self, version: str, action: str, actor: str, reason: str, figures: Figures | None = None
+    ) -> None:
+        """Record an event about `version` that changes no role (a refusal, a decision
+        not taken) in the audit trail."""
+        require_who_and_why(actor, reason)
+        self._record(version, action, actor, reason, figures)
+
     def audit_trail(self) -> list[AuditEntry]:
         """Every recorded change, newest first."""
         return audit_trail(self.client, self.name)

@@ -1,8 +1,7 @@
 """`churn registry`: the model registry's roles and history, and the changes made by hand.
 
-Thin over `core.registry.ModelRegistry`. Promotion on the paired test (`churn promote`) and
-the service reading the roles are the retraining cycle's next steps; until then the service
-serves `churn_model:latest` whatever the registry says.
+Thin over `core.registry.ModelRegistry`; every worker of the service follows what the
+registry says (serving/model_watcher.py).
 """
 
 from __future__ import annotations
@@ -96,3 +95,57 @@ def rollback(reason: Annotated[str, typer.Option(help="Why, for the audit trail.
         typer.echo(f"refused: {error}", err=True)
         raise typer.Exit(1) from error
     typer.echo(f"champion is version {assignment.champion} ({assignment.champion_tag})")
+
+
+@registry_app.command()
+def champion(
+    version: Annotated[str, typer.Argument(help="A registered version.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+) -> None:
+    """Make a version the champion by hand (the old one becomes previous champion)."""
+    from core.registry import ModelRegistry, RegistryError
+
+    try:
+        assignment = ModelRegistry().set_champion(version, _actor(), reason)
+    except (RegistryError, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"champion is version {assignment.champion} ({assignment.champion_tag})")
+
+
+@registry_app.command()
+def challenger(
+    version: Annotated[str, typer.Argument(help="A registered version.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+    share: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Share of customers (default 0.1).")
+    ] = None,
+) -> None:
+    """Give a version a sticky share of customers, beside the champion."""
+    from core.registry import ModelRegistry, RegistryError
+
+    try:
+        assignment = ModelRegistry().set_challenger(version, _actor(), reason, share=share)
+    except (RegistryError, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(
+        f"challenger is version {assignment.challenger} ({assignment.challenger_tag}) "
+        f"for {assignment.challenger_share:.0%} of customers"
+    )
+
+
+def register_trained(tag: str, actor: str = "churn train") -> str:
+    """Register a freshly trained model; the first one of a registry becomes champion
+    (Day 0), any later one serves nothing until promoted. Returns what was done."""
+    from core.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    version = registry.register(tag, actor, "trained by `churn train`")
+    if registry.assignment().champion is None:
+        registry.set_champion(version, actor, "first model of the registry: no champion yet")
+        return f"registered {tag} as version {version}: champion (the registry had none)"
+    return (
+        f"registered {tag} as version {version}: it serves nothing until promoted "
+        f"(`churn registry challenger {version} --reason ...`, or `churn retrain`)"
+    )

@@ -46,7 +46,8 @@ from serving.rate_limit import (
     parse_rate,
 )
 from serving.redis_link import RedisLink, make_link
-from serving.scoring import LoadedModel, ScoredBatch, extra_field_problems, score_batch
+from serving.scoring import SHADOW_KEY, LoadedModel, ScoredBatch, extra_field_problems
+from serving.served_models import ErrorWindow, ServedModels, score_served
 
 logger = logging.getLogger("churn.runtime")
 
@@ -59,7 +60,6 @@ class Adapters:
     """What one worker's request path works with; see `build_adapters`."""
 
     settings: Settings
-    model_version: str | None
     api_keys: tuple[bytes, ...]
     limiter: RateLimiter
     cache: Cache | None
@@ -68,7 +68,8 @@ class Adapters:
     link: RedisLink | None = None
     auth_failures: AuthFailureLimit | None = None
     """Failed authentications per client address (None: keys are off, nothing can fail)."""
-    model: LoadedModel | None = None
+    served: ServedModels | None = None
+    """The models this worker answers with (swapped whole by serving/model_watcher.py)."""
     load_error: str | None = None
     """Why no model is loaded (None: one is, or none was asked for)."""
     batcher: PredictBatcher | None = None
@@ -76,9 +77,27 @@ class Adapters:
     """`/predict` requests of this worker between arrival and answer."""
     monitoring: MonitoringGauges | None = None
     """The monitoring jobs' latest results, exported on `/metrics`."""
+    errors: ErrorWindow = field(default_factory=lambda: ErrorWindow(100))
+    """Each served model's recent scoring failures (the error-rate rollback)."""
     _reported: LogStats = field(default_factory=LogStats)
     _process: ProcessReporter = field(default_factory=ProcessReporter)
     _reported_at: float = 0.0
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The champion: what answers every customer outside an experiment."""
+        return self.served.champion if self.served else None
+
+    @property
+    def model_version(self) -> str | None:
+        return self.served.champion.version if self.served else None
+
+    def serve(self, served: ServedModels) -> None:
+        """Answer with `served` from the next batch on (one reference swap)."""
+        self.served = served
+        self.load_error = None
+        if self.monitoring is not None:
+            self.monitoring.version = served.champion.version
 
     @property
     def max_body_bytes(self) -> int:
@@ -103,9 +122,9 @@ class Adapters:
         """The cache entry for a canonical request under the served model, if caching:
         keyed by the model's version and content checksum, so files edited or restored
         under the same version never see each other's answers."""
-        if self.cache is None or self.model is None:
+        if self.cache is None or self.served is None:
             return None
-        return cache_key(self.model.cache_scope, canonical)
+        return cache_key(self.served.cache_scope, canonical)
 
     async def admit(self, client: str, key: str | None, address: str) -> Admission:
         """Rate-limit decision and, when allowed, the cached answer (one Redis trip); an
@@ -158,12 +177,15 @@ class Adapters:
 
     def score(self, customers: Sequence[CustomerData], started: float | None = None) -> ScoredBatch:
         """Score validated customers now, in this thread (the batcher's scoring function)."""
-        if self.model is None:
+        if self.served is None:
             raise RuntimeError("no model is loaded")
-        return score_batch(self.model, customers, self.settings, started)
+        return score_served(
+            self.served, customers, self.settings, self.hash_id, self.errors, started
+        )
 
     def score_rows(self, customers: Sequence[CustomerData]) -> list[dict[str, Any]]:
-        return self.score(customers).rows()
+        """The batcher's rows, with the shadow score for the log during an experiment."""
+        return self.score(customers).rows(with_shadow=True)
 
     async def score_in_background(
         self, customers: Sequence[CustomerData], started: float
@@ -176,10 +198,18 @@ class Adapters:
     def no_model_reason(self) -> str:
         return self.load_error or "no model is loaded"
 
-    def remember(self, key: str, prediction: dict[str, Any], customer_id: str) -> None:
-        """Keep a scored answer in the cache, without the raw customer id."""
+    def remember(
+        self,
+        key: str,
+        prediction: dict[str, Any],
+        customer_id: str,
+        shadow: list[Any] | None = None,
+    ) -> None:
+        """Keep a scored answer in the cache, without the raw customer id; during an
+        experiment with the shadow score, so a cached answer is logged paired too."""
         if self.cache is not None:
-            self.cache.remember(key, cache_value(prediction), self.hash_id(customer_id))
+            kept = prediction if shadow is None else {**prediction, SHADOW_KEY: shadow}
+            self.cache.remember(key, cache_value(kept), self.hash_id(customer_id))
 
     def hash_id(self, customer_id: str) -> str:
         return customer_hash(customer_id, self.id_secret)
@@ -276,8 +306,7 @@ def build_adapters(
     failures = parse_rate(settings.auth_failure_limit)
     parts = Adapters(
         settings=settings,
-        model_version=model.version if model else None,
-        model=model,
+        served=ServedModels(model) if model else None,
         load_error=load_error,
         api_keys=api_keys,
         limiter=make_rate_limiter(rate, link),
@@ -287,9 +316,12 @@ def build_adapters(
         link=link,
         auth_failures=AuthFailureLimit.build(failures, link) if api_keys else None,
     )
-    if model is not None:
+    parts.errors = ErrorWindow(settings.rollback_min_answers)
+    if model is not None or settings.model_source == "registry":
+        # A worker started without a model may get one from the registry while running.
+        version = model.version if model else ""
         refresh_s = settings.monitoring_refresh_s
-        parts.monitoring = MonitoringGauges(log.engine, model.version, refresh_s)
+        parts.monitoring = MonitoringGauges(log.engine, version, refresh_s)
         parts.batcher = PredictBatcher(
             parts.score_rows, settings.max_batch_size, settings.max_latency_ms
         )

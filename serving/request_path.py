@@ -26,14 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from core.schema import CustomerData, batch_envelope
 from core.settings import MAX_BATCH_CUSTOMERS
 from monitoring.journal import NotDurable
-from monitoring.records import PredictionRecord
+from monitoring.records import PredictionRecord, Shadow
 from serving.adapters import Adapters, JsonAnswer
 from serving.batcher import Overloaded
 from serving.cache import answer_from_cache
 from serving.errors import validation_body
 from serving.invalid import customer_list, invalid, invalid_batch
 from serving.metrics import observe_answer, observe_answers
-from serving.scoring import ScoredBatch
+from serving.scoring import SHADOW_KEY, ScoredBatch
 
 Header = tuple[bytes, bytes]
 REQUEST_ID_HEADER = b"x-request-id"
@@ -97,6 +97,7 @@ async def predict(body: bytes, caller: Caller, parts: Adapters, started: float) 
     except ValidationError as error:
         parsed = error
     # 2. rate limit and cache look-up, in one Redis round trip
+    served = parts.served  # the cache key's models: a swap meanwhile must not cache under it
     key = parts.cache_key(parsed.canonical) if isinstance(parsed, ParsedCustomer) else None
     admission = await parts.admit(caller.client_id, key, caller.address)
     if not admission.allowed:
@@ -116,15 +117,19 @@ async def predict(body: bytes, caller: Caller, parts: Adapters, started: float) 
         prediction = await _score_one(parts, parsed.customer)
         if prediction is None:
             return Answer.of(503, {"error": "server: overloaded, retry shortly"}, headers)
+        shadow = prediction.pop(SHADOW_KEY, None)
         answer = orjson.dumps(prediction)
         if key is not None:
-            parts.remember(key, prediction, parsed.customer.customer_id)
+            if parts.served is served:
+                parts.remember(key, prediction, parsed.customer.customer_id, shadow)
             headers.append((b"x-cache", b"miss"))
         # 4. log, before the answer leaves
         cache = "miss" if key is not None else "none"
         latency_ms = (time.perf_counter() - started) * 1000.0
         customer_id = parsed.customer.customer_id
-        row = _record(parts, customer_id, parsed.features, prediction, caller, cache, latency_ms)
+        row = _record(
+            parts, customer_id, parsed.features, prediction, caller, cache, latency_ms, shadow
+        )
         await parts.write_log([row])
     except NotDurable as error:
         return _not_durable(error, headers)
@@ -143,7 +148,7 @@ async def _score_one(parts: Adapters, customer: CustomerData) -> dict[str, Any] 
     request joins an adaptive batch. None: the batcher shed it (overload)."""
     await asyncio.sleep(0)  # let requests that arrived together register first
     if parts.predicting == 1 or parts.batcher is None:
-        (prediction,) = parts.score([customer]).rows()
+        (prediction,) = parts.score([customer]).rows(with_shadow=True)
         return prediction
     try:
         return await parts.batcher.score(customer)
@@ -157,10 +162,13 @@ async def _answer_from_cache(
     """A hit: the stored answer with this request's customer id and latency, logged too
     (a cached answer is still a served prediction)."""
     prediction = answer_from_cache(cached, parsed.customer.customer_id)
+    shadow = prediction.pop(SHADOW_KEY, None)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction["latency_ms"] = latency_ms
     customer_id = parsed.customer.customer_id
-    row = _record(parts, customer_id, parsed.features, prediction, caller, "hit", latency_ms)
+    row = _record(
+        parts, customer_id, parsed.features, prediction, caller, "hit", latency_ms, shadow
+    )
     await parts.write_log([row])
     headers = [(REQUEST_ID_HEADER, caller.request_id.encode()), (b"x-cache", b"hit")]
     _observe_one(prediction, started)
@@ -211,7 +219,9 @@ async def predict_batch(body: bytes, caller: Caller, parts: Adapters, started: f
         answer = orjson.dumps(_envelope(predictions, scored, started))
         # 3. log, one row per customer
         latency_ms = (time.perf_counter() - started) * 1000.0
-        await parts.write_log(_batch_records(parts, customers, predictions, caller, latency_ms))
+        shadows = scored.shadows() if scored else []
+        records = _batch_records(parts, customers, predictions, shadows, caller, latency_ms)
+        await parts.write_log(records)
     except NotDurable as error:
         return _not_durable(error, headers)
     if scored is not None:
@@ -238,9 +248,11 @@ def _record(
     caller: Caller,
     cache: str,
     latency_ms: float,
+    shadow: list[Any] | None,
     endpoint: str = "predict",
 ) -> PredictionRecord:
-    """The log row of one answer (the customer id only hashed)."""
+    """The log row of one answer (the customer id only hashed); `shadow` is the other
+    model's `[version, probability]` during an experiment."""
     return PredictionRecord.from_answer(
         prediction,
         request_id=caller.request_id,
@@ -250,6 +262,7 @@ def _record(
         cache=cache,
         endpoint=endpoint,
         default_model_version=parts.model_version,
+        shadow=Shadow(*shadow) if shadow else None,
     )
 
 
@@ -260,14 +273,15 @@ def _batch_records(
     parts: Adapters,
     customers: list[CustomerData],
     predictions: Sequence[dict[str, Any]],
+    shadows: Sequence[list[Any] | None],
     caller: Caller,
     latency_ms: float,
 ) -> list[PredictionRecord]:
     """One row per customer; the features of all dumped in one pydantic call."""
     features = _customer_fields.dump_python(customers, mode="json", exclude_none=True)
     return [
-        _record(parts, c.customer_id, f, p, caller, "none", latency_ms, "batch")
-        for c, f, p in zip(customers, features, predictions, strict=True)
+        _record(parts, c.customer_id, f, p, caller, "none", latency_ms, s, "batch")
+        for c, f, p, s in zip(customers, features, predictions, shadows, strict=True)
     ]
 
 

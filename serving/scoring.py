@@ -20,10 +20,12 @@ from pydantic import TypeAdapter
 from core.pipeline.encode import encode_customers
 from core.pipeline.extras import extra_problems
 from core.pipeline.predictor import ChurnPredictor
-from core.schema import CustomerData, Prediction
+from core.schema import MODEL_ARMS, CustomerData, Prediction
 from core.settings import Settings
 
 RISK_LEVELS = ("low", "medium", "high")
+SHADOW_KEY = "_shadow"
+"""A scored row's extra key for the log: the other model's `[version, probability]`."""
 
 RECOMMENDATIONS = {
     "low": "No action needed; keep the regular engagement programme.",
@@ -183,10 +185,17 @@ class ScoredBatch:
     model_version: str
     timestamp: str
     latency_ms: float
+    challenger: np.ndarray | None = None
+    """Per customer, True where the challenger answered (None: no experiment)."""
+    challenger_version: str | None = None
+    shadow_probability: np.ndarray | None = None
+    """Per customer, the other model's probability (None: no experiment)."""
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, with_shadow: bool = False) -> list[dict[str, Any]]:
         """One `Prediction`-shaped dict per customer. Every value is computed above in
-        vectorised form; this only lays the columns out as JSON objects."""
+        vectorised form; this only lays the columns out as JSON objects. `with_shadow`
+        adds the other model's `[version, probability]` under `SHADOW_KEY`, for the log
+        (the request path takes it out before answering)."""
         reasons = [
             [{"feature": f, "contribution": c} for f, c in zip(fs, cs, strict=True)]
             for fs, cs in zip(
@@ -201,13 +210,38 @@ class ScoredBatch:
             "recommendation": self.recommendation.tolist(),
             "top_reasons": reasons,
         }
-        shared = {
-            "model_version": self.model_version,
-            "model_arm": "champion",
-            "timestamp": self.timestamp,
-            "latency_ms": self.latency_ms,
-        }
-        return answer_rows(per_customer, shared)
+        shared: dict[str, Any] = {"timestamp": self.timestamp, "latency_ms": self.latency_ms}
+        if self.challenger is None:
+            shared |= {"model_version": self.model_version, "model_arm": MODEL_ARMS[0]}
+        else:
+            per_customer["model_version"] = self.versions().tolist()
+            per_customer["model_arm"] = np.array(MODEL_ARMS, dtype=object)[
+                self.challenger.astype(np.intp)
+            ].tolist()
+        rows = answer_rows(per_customer, shared)
+        if with_shadow:
+            for row, shadow in zip(rows, self.shadows(), strict=True):
+                if shadow is not None:
+                    row[SHADOW_KEY] = shadow
+        return rows
+
+    def versions(self) -> np.ndarray:
+        """Per customer, the version of the model that answered."""
+        if self.challenger is None:
+            return np.full(len(self.customer_ids), self.model_version, dtype=object)
+        return np.where(self.challenger, str(self.challenger_version), self.model_version)
+
+    def shadows(self) -> list[list[Any] | None]:
+        """Per customer, the other model's `[version, probability]` (None: no experiment)."""
+        if self.challenger is None or self.shadow_probability is None:
+            return [None] * len(self.customer_ids)
+        other = np.where(self.challenger, self.model_version, str(self.challenger_version))
+        return [
+            [version, probability]
+            for version, probability in zip(
+                other.tolist(), self.shadow_probability.tolist(), strict=True
+            )
+        ]
 
     @property
     def high_risk_count(self) -> int:

@@ -29,6 +29,9 @@ os.environ["CHURN_AUTH_FAILURE_LIMIT"] = "100000000/minute"
 # One worker per test service (the default is one per core): tests of a worker's own cache
 # and limits must know which process answers.
 os.environ["CHURN_WORKERS"] = "1"
+# Test services serve the store they are given; the lifecycle tests, which exercise the
+# registry's champion and challenger, set CHURN_MODEL_SOURCE=registry for their servers.
+os.environ["CHURN_MODEL_SOURCE"] = "store"
 
 from launchers.pg_server import PostgresServer  # noqa: E402
 from launchers.redis_process import RedisServer  # noqa: E402

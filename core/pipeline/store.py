@@ -10,6 +10,8 @@ Layout of a stored model (all plain files, no pickle):
 - ``reference_inputs.parquet`` the same rows' raw inputs (schema columns, no customer id)
 - ``reference_predictions.parquet`` churn probabilities of held-out rows: what the model
                       serves on customers it has not seen, the reference for served ones
+- ``golden.json``     its served probabilities for the first reference input rows, checked
+                      before a replica serves it (core/pipeline/golden.py)
 - ``checksums.json``  SHA-256 of each file above and the version (core/pipeline/integrity.py),
                       verified before every load
 """
@@ -30,6 +32,7 @@ from sklearn.base import BaseEstimator
 from core.pipeline.clean import CustomerCleaner
 from core.pipeline.extras import ExtraColumn
 from core.pipeline.features import ChurnFeatures
+from core.pipeline.golden import write_golden
 from core.pipeline.integrity import verify_manifest, write_manifest
 from core.pipeline.linear import LinearModel, PlattCalibration
 from core.pipeline.predictor import ChurnPredictor
@@ -191,6 +194,7 @@ def save_predictor(
         reference.to_parquet(folder / REFERENCE_FILE, index=False)
         if reference_inputs is not None:
             reference_inputs.to_parquet(folder / REFERENCE_INPUTS_FILE, index=False)
+            write_golden(folder, predictor, pd.read_parquet(folder / REFERENCE_INPUTS_FILE))
         if reference_predictions is not None:
             probabilities = pd.DataFrame({PROBABILITY_COLUMN: reference_predictions})
             probabilities.to_parquet(folder / REFERENCE_PREDICTIONS_FILE, index=False)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_client
 
+from core.pipeline.golden import GOLDEN_FILE
 from core.pipeline.integrity import MANIFEST_FILE, verify_manifest, write_manifest
 from core.pipeline.store import (
     BOOSTER_FILE,
@@ -239,6 +240,7 @@ def test_training_stores_a_checksum_of_every_file(trained: TrainingOutcome) -> N
         REFERENCE_FILE,
         REFERENCE_INPUTS_FILE,
         REFERENCE_PREDICTIONS_FILE,
+        GOLDEN_FILE,
     }
     stored = stored_predictor(folder, folder.name)
     assert stored.checksum == verify_manifest(folder, folder.name)
