@@ -127,7 +127,7 @@ def test_a_failing_champion_is_answered_by_the_fallback_and_counted(
     scored = score_served(served, customers[:40], SETTINGS, hash_id, errors)
     assert {r["model_version"] for r in scored.rows()} == {"champion-v"}
     assert errors.rate("broken-v") == (1.0, 40)
-    with pytest.raises(Exception, match="(?i)feature"):
+    with pytest.raises(Exception, match=r"(?i)feature"):
         score_served(ServedModels(broken), customers[:5], SETTINGS, hash_id, errors)
 
 
