@@ -12,12 +12,14 @@ import typer
 
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
 from lifecycle.commands import registry_app
+from lifecycle.retrain_command import retrain_command
 from monitoring.commands import db_app, drift, feedback_app, retention
 
 app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.command(name="retrain")(retrain_command)
 app.command()(retention)
 app.command()(drift)
 

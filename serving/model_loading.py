@@ -75,8 +75,12 @@ def load_model(
     tag: Any = f"{name}:latest"
     try:
         ref = reference()
-        if ref is None:
-            raise LookupError("the store is empty")
+        if ref is None:  # a replica whose models all come from the registry starts so
+            logger.info("the BentoML store has no model '%s'", name)
+            return None, (
+                f"no usable model '{name}' in the BentoML store (LookupError: the store is "
+                "empty); run `churn train` first, or promote one in the registry"
+            )
         stored = ref.resolve() if isinstance(ref, bentoml.models.BentoModel) else ref
         tag = stored.tag
         loaded = stored_predictor(Path(stored.path), str(tag.version))

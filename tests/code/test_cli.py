@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import bentoml
@@ -49,8 +50,12 @@ def test_train_writes_metrics_and_saves_a_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert set(json.loads(metrics.read_text())) == set(METRIC_NAMES)
     assert "saved churn_model:" in result.output
-    tag = result.output.split("saved ")[1].strip()
+    tag = result.output.split("saved ")[1].split()[0]
     assert tag in runner.invoke(app, ["models"]).output
+    # registered; the first model of a registry becomes its champion, a later one waits
+    assert re.search(
+        rf"registered {tag} as version \d+: (champion|it serves nothing)", result.output
+    )
     bentoml.models.delete(tag)  # leave the session's store as other tests expect it
 
 
