@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
-from lifecycle.commands import registry_app
+from lifecycle.commands import registry_app, rollback
+from lifecycle.promote_command import guard_command, promote_command
 from monitoring.commands import db_app, drift, feedback_app, retention
 
 app = typer.Typer(help="Churn prediction: generate data, train, serve.", no_args_is_help=True)
@@ -20,6 +21,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.command()(retention)
 app.command()(drift)
+app.command("promote")(promote_command)
+app.command("guard")(guard_command)
+app.command()(rollback)
 
 if TYPE_CHECKING:
     from monitoring.performance import PerformanceRun

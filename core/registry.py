@@ -49,6 +49,11 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
 
+_ROLE_CHANGES = frozenset(
+    {"register", "set_champion", "set_challenger", "clear_challenger", "rollback"}
+)
+"""Actions only the methods that make them may record: an entry must match the aliases."""
+
 ARTIFACT_PATH = "bentoml_model"
 """Where a registration run keeps the BentoML model folder."""
 BENTOML_TAG = "bentoml_tag"
@@ -262,6 +267,17 @@ class ModelRegistry:
         self.client.delete_registered_model_alias(self.name, PREVIOUS_CHAMPION)
         self._record(before.previous_champion, "rollback", actor, reason, figures, before.champion)
         return self.assignment()
+
+    def record(
+        self, version: str, action: str, actor: str, reason: str, figures: Figures | None = None
+    ) -> None:
+        """Record a decision that changes no role (e.g. a promotion test short of labels),
+        so the audit trail shows it was taken and on which figures."""
+        require_who_and_why(actor, reason)
+        if action in _ROLE_CHANGES:
+            raise ValueError(f"action {action!r} changes roles: use its own method")
+        self._require(version)
+        self._record(version, action, actor, reason, figures)
 
     def audit_trail(self) -> list[AuditEntry]:
         """Every recorded change, newest first."""
