@@ -7,8 +7,10 @@ the verdict on them, each model at its own decision threshold (its stored pipeli
 - promoted → the challenger becomes champion, the old champion previous_champion;
 - refused because the challenger is worse (``not_non_inferior``, ``auc_worse``) → the
   challenger is cleared: every customer goes back to the champion;
-- too few churners yet → no role changes, but the decision is recorded all the same
-  (action ``promotion_deferred``), so the trail shows the test ran and on what.
+- too few churners yet, or too few customers known to have stayed (a stayer is known only
+  once the horizon has closed, lifecycle/experiment.py; the same minimum applies) → no role
+  changes, but the decision is recorded all the same (action ``promotion_deferred``), so
+  the trail shows the test ran and on what.
 
 Every move carries the decision's figures and the experiment's counts in the audit trail.
 """
@@ -70,6 +72,30 @@ def _reason(decision: PromotionDecision, given: str | None, auto: bool) -> str:
     return f"{given.strip()} — {stated}" if given and given.strip() else stated
 
 
+def _await_stayers(
+    registry: ModelRegistry,
+    before: Assignment,
+    outcomes: PairedOutcomes,
+    stayers: int,
+    needed: int,
+    actor: str,
+    dry_run: bool,
+) -> PromotionOutcome:
+    """Churners are known early, stayers only once their horizon closes: a test on the
+    churners alone cannot rank anyone, so it waits (recorded, like too few churners)."""
+    message = (
+        f"no decision yet: {stayers} customers known to have stayed (horizon closed), "
+        f"{needed} needed (CHURN_PROMOTION_MIN_CHURNERS); {outcomes.counts['open']} still open"
+    )
+    outcome = PromotionOutcome(DEFERRED, message, before, None, outcomes, dry_run)
+    if not dry_run:
+        assert before.challenger is not None
+        reason = f"promotion test (too_few_stayers): {message.removeprefix('no decision yet: ')}"
+        figures = {**outcome.figures(), "rule": "too_few_stayers"}
+        registry.record(before.challenger, DEFERRED_ACTION, actor, reason, figures)
+    return outcome
+
+
 def promote(
     engine: Engine,
     registry: ModelRegistry,
@@ -105,6 +131,10 @@ def promote(
         decision_threshold(registry, before.champion, store),
         decision_threshold(registry, before.challenger, store),
     )
+    stayers = outcomes.counts["counted"] - outcomes.counts["churners"]
+    needed = get_settings().promotion_min_churners
+    if stayers < needed and outcomes.counts["churners"] >= needed:
+        return _await_stayers(registry, before, outcomes, stayers, needed, actor, dry_run)
     decision = promotion_decision(
         outcomes.y, outcomes.p_champion, outcomes.p_challenger, thresholds
     )
