@@ -88,21 +88,18 @@ def test_paired_outcomes_pair_the_arms_and_count_only_closed_horizons(
     assert outcomes.counts["counted"] == 400 + recent_churners
     assert outcomes.counts["churners"] == int(closed.churned.sum()) + recent_churners
     # Each customer's champion and challenger score, whichever arm answered.
-    expected = sorted(
-        [(1, a, b) for a, b, y in zip(closed.p_champion, closed.p_challenger, closed.churned) if y]
-        + [
-            (0, a, b)
-            for a, b, y in zip(closed.p_champion, closed.p_challenger, closed.churned)
-            if not y
-        ]
-        + [
-            (1, a, b)
-            for a, b, y in zip(recent.p_champion, recent.p_challenger, recent.churned)
-            if y
-        ]
-    )
+    known = np.concatenate([np.ones(400, bool), recent.churned])  # closed, or churned
+    y = np.concatenate([closed.churned, recent.churned])[known]
+    p0 = np.concatenate([closed.p_champion, recent.p_champion])[known]
+    p1 = np.concatenate([closed.p_challenger, recent.p_challenger])[known]
+    expected = sorted(zip(y.astype(int).tolist(), p0.tolist(), p1.tolist(), strict=True))
     got = sorted(
-        zip(outcomes.y.tolist(), outcomes.p_champion.tolist(), outcomes.p_challenger.tolist())
+        zip(
+            outcomes.y.tolist(),
+            outcomes.p_champion.tolist(),
+            outcomes.p_challenger.tolist(),
+            strict=True,
+        )
     )
     np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-12)
     # Once the horizon has passed, the stayers of the recent cohort count too.
