@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
-from lifecycle.commands import registry_app
+from lifecycle.commands import registry_app, rollback
+from lifecycle.promote_command import guard_command, promote_command
 from lifecycle.retrain_command import retrain_command
 from monitoring.commands import db_app, drift, feedback_app, retention
 
@@ -22,6 +23,9 @@ app.add_typer(registry_app, name="registry")
 app.command(name="retrain")(retrain_command)
 app.command()(retention)
 app.command()(drift)
+app.command("promote")(promote_command)
+app.command("guard")(guard_command)
+app.command()(rollback)
 
 if TYPE_CHECKING:
     from monitoring.performance import PerformanceRun

@@ -49,6 +49,11 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
 
+_ROLE_CHANGES = frozenset(
+    {"register", "set_champion", "set_challenger", "clear_challenger", "rollback"}
+)
+"""Actions only the methods that make them may record: an entry must match the aliases."""
+
 ARTIFACT_PATH = "bentoml_model"
 """Where a registration run keeps the BentoML model folder."""
 BENTOML_TAG = "bentoml_tag"
@@ -266,9 +271,12 @@ class ModelRegistry:
     def record(
         self, version: str, action: str, actor: str, reason: str, figures: Figures | None = None
     ) -> None:
-        """Record an event about `version` that changes no role (a refusal, a decision
-        not taken) in the audit trail."""
+        """Record an event that changes no role (a model refused by a worker, a promotion
+        test short of labels), so the audit trail shows it and on which figures."""
         require_who_and_why(actor, reason)
+        if action in _ROLE_CHANGES:
+            raise ValueError(f"action {action!r} changes roles: use its own method")
+        self._require(version)
         self._record(version, action, actor, reason, figures)
 
     def audit_trail(self) -> list[AuditEntry]:
