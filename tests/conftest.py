@@ -33,6 +33,7 @@ os.environ["CHURN_WORKERS"] = "1"
 # registry's champion and challenger, set CHURN_MODEL_SOURCE=registry for their servers.
 os.environ["CHURN_MODEL_SOURCE"] = "store"
 
+from core.registry import ModelRegistry  # noqa: E402
 from launchers.pg_server import PostgresServer  # noqa: E402
 from launchers.redis_process import RedisServer  # noqa: E402
 from training.generate import generate_customers  # noqa: E402
@@ -106,3 +107,16 @@ def postgres() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
+    """One MLflow SQLite store per test module: creating its tables takes some 5 s."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def registry(tracking_uri: str, request: pytest.FixtureRequest) -> ModelRegistry:
+    """A registered model of the test's own in the module's MLflow store."""
+    return ModelRegistry(tracking_uri, f"churn_{request.node.name.removeprefix('test_')[:40]}")

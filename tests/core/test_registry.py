@@ -33,18 +33,6 @@ from core.settings import MODEL_NAME
 from training.train import TrainingOutcome
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite store for the module: creating its tables takes some 5 s."""
-    return f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def registry(tracking_uri: str, request: pytest.FixtureRequest) -> ModelRegistry:
-    """A registered model of the test's own in the module's store."""
-    return ModelRegistry(tracking_uri, f"churn_{request.node.name.removeprefix('test_')[:40]}")
-
-
 @pytest.fixture
 def source(tmp_path: Path) -> ModelStore:
     """A BentoML store of its own for copies, so the session's `:latest` stays the trained

@@ -39,16 +39,6 @@ OPTIONS = PerformanceOptions(
 )
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('guard') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def registry(tracking_uri: str, request: pytest.FixtureRequest) -> ModelRegistry:
-    return ModelRegistry(tracking_uri, f"churn_{request.node.name.removeprefix('test_')[:40]}")
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path}/db/predictions.db")

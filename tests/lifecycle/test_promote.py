@@ -38,17 +38,6 @@ CLOSED = NOW - timedelta(days=100)
 """Served more than the 90-day horizon ago: every outcome is known."""
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite store for the module: creating its tables takes some 5 s."""
-    return f"sqlite:///{tmp_path_factory.mktemp('promote') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def registry(tracking_uri: str, request: pytest.FixtureRequest) -> ModelRegistry:
-    return ModelRegistry(tracking_uri, f"churn_{request.node.name.removeprefix('test_')[:40]}")
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     """Where promote fetches the versions (not the session's store: its `:latest` stays

@@ -52,16 +52,6 @@ def replica_store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "replica")
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('watcher') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def registry(tracking_uri: str, request: pytest.FixtureRequest) -> ModelRegistry:
-    return ModelRegistry(tracking_uri, f"w_{request.node.name.removeprefix('test_')[:40]}")
-
-
 class Worker:
     """What the service gives a watcher: its served set, and the swap."""
 
