@@ -96,8 +96,8 @@ class Adapters:
         """Answer with `served` from the next batch on (one reference swap)."""
         self.served = served
         self.load_error = None
-        if self.monitoring is not None:
-            self.monitoring.version = served.champion.version
+        if self.monitoring is not None and self.monitoring.version != served.champion.version:
+            self.monitoring.follow(served.champion.version)
 
     @property
     def max_body_bytes(self) -> int:

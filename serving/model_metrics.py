@@ -145,6 +145,11 @@ class MonitoringGauges:
         self._read_at = -math.inf
         self._lock = threading.Lock()
 
+    def follow(self, version: str) -> None:
+        """Export `version`'s results from the next scrape on (the champion changed)."""
+        with self._lock:
+            self.version, self._read_at = version, -math.inf
+
     def refresh_now(self) -> None:
         """Read and export, unless another scrape just did (a database down keeps the last
         values; the failure is logged and retried after `max_age_s`)."""
