@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import bentoml
 import numpy as np
 import pandas as pd
 import pytest
 from bentoml._internal.models import ModelStore
 from sqlalchemy import Engine, update
 
+from core.pipeline.store import list_models
 from core.registry import ModelRegistry
 from core.settings import get_settings
 from launchers.server_process import request_bodies
@@ -32,6 +34,16 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 CUSTOMERS = 1600
 OLD = 200
 """Customers served and labelled 8 months ago: outside the 6-month window."""
+
+
+@pytest.fixture(autouse=True)
+def session_store_unchanged() -> Iterator[None]:
+    """Retraining saves to the process's store, the session's: its `:latest` must stay the
+    trained model every other test serves."""
+    before = set(list_models())
+    yield
+    for tag in set(list_models()) - before:
+        bentoml.models.delete(tag)
 
 
 @pytest.fixture
