@@ -304,7 +304,7 @@ def test_promotion_settings() -> None:
         "roc_auc": 0.01,
         "f1": 0.02,
         "brier": 0.005,
-        "top_decile_lift": 0.1,
+        "top_decile_lift": 0.25,
     }
     assert (s.promotion_alpha, s.promotion_min_churners) == (0.05, 200)
     assert s.promotion_bootstrap_rounds == 2000
