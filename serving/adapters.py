@@ -202,14 +202,14 @@ class Adapters:
         self,
         key: str,
         prediction: dict[str, Any],
-        customer_id: str,
+        customer_hash: str,
         shadow: list[Any] | None = None,
     ) -> None:
         """Keep a scored answer in the cache, without the raw customer id; during an
         experiment with the shadow score, so a cached answer is logged paired too."""
         if self.cache is not None:
             kept = prediction if shadow is None else {**prediction, SHADOW_KEY: shadow}
-            self.cache.remember(key, cache_value(kept), self.hash_id(customer_id))
+            self.cache.remember(key, cache_value(kept), customer_hash)
 
     def hash_id(self, customer_id: str) -> str:
         return customer_hash(customer_id, self.id_secret)

@@ -119,17 +119,15 @@ async def predict(body: bytes, caller: Caller, parts: Adapters, started: float) 
             return Answer.of(503, {"error": "server: overloaded, retry shortly"}, headers)
         shadow = prediction.pop(SHADOW_KEY, None)
         answer = orjson.dumps(prediction)
+        hashed = parts.hash_id(parsed.customer.customer_id)  # once: cache index and log
         if key is not None:
             if parts.served is served:
-                parts.remember(key, prediction, parsed.customer.customer_id, shadow)
+                parts.remember(key, prediction, hashed, shadow)
             headers.append((b"x-cache", b"miss"))
         # 4. log, before the answer leaves
         cache = "miss" if key is not None else "none"
         latency_ms = (time.perf_counter() - started) * 1000.0
-        customer_id = parsed.customer.customer_id
-        row = _record(
-            parts, customer_id, parsed.features, prediction, caller, cache, latency_ms, shadow
-        )
+        row = _record(parts, hashed, parsed.features, prediction, caller, cache, latency_ms, shadow)
         await parts.write_log([row])
     except NotDurable as error:
         return _not_durable(error, headers)
@@ -165,10 +163,8 @@ async def _answer_from_cache(
     shadow = prediction.pop(SHADOW_KEY, None)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction["latency_ms"] = latency_ms
-    customer_id = parsed.customer.customer_id
-    row = _record(
-        parts, customer_id, parsed.features, prediction, caller, "hit", latency_ms, shadow
-    )
+    hashed = parts.hash_id(parsed.customer.customer_id)
+    row = _record(parts, hashed, parsed.features, prediction, caller, "hit", latency_ms, shadow)
     await parts.write_log([row])
     headers = [(REQUEST_ID_HEADER, caller.request_id.encode()), (b"x-cache", b"hit")]
     _observe_one(prediction, started)
@@ -242,7 +238,7 @@ def _envelope(
 
 def _record(
     parts: Adapters,
-    customer_id: str,
+    customer_hash: str,
     features: dict[str, Any],
     prediction: dict[str, Any],
     caller: Caller,
@@ -251,12 +247,12 @@ def _record(
     shadow: list[Any] | None,
     endpoint: str = "predict",
 ) -> PredictionRecord:
-    """The log row of one answer (the customer id only hashed); `shadow` is the other
-    model's `[version, probability]` during an experiment."""
+    """The log row of one answer (the log holds the customer id's hash only); `shadow` is
+    the other model's `[version, probability]` during an experiment."""
     return PredictionRecord.from_answer(
         prediction,
         request_id=caller.request_id,
-        customer_hash=parts.hash_id(customer_id),
+        customer_hash=customer_hash,
         features=features,
         latency_ms=latency_ms,
         cache=cache,
@@ -280,7 +276,7 @@ def _batch_records(
     """One row per customer; the features of all dumped in one pydantic call."""
     features = _customer_fields.dump_python(customers, mode="json", exclude_none=True)
     return [
-        _record(parts, c.customer_id, f, p, caller, "none", latency_ms, s, "batch")
+        _record(parts, parts.hash_id(c.customer_id), f, p, caller, "none", latency_ms, s, "batch")
         for c, f, p, s in zip(customers, features, predictions, shadows, strict=True)
     ]
 
