@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -23,6 +25,19 @@ ROLES = ("champion", "challenger", "previous_champion")
 def _actor() -> str:
     """Who made a change by hand, for the audit trail."""
     return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+@contextmanager
+def refused_exits(code: int = 1) -> Iterator[None]:
+    """A change the registry refuses (unknown version, no previous champion, an empty
+    reason) ends the command with `refused: <why>` on stderr and exit `code`."""
+    from core.registry import RegistryError
+
+    try:
+        yield
+    except (RegistryError, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code) from error
 
 
 @registry_app.command()
@@ -87,13 +102,10 @@ def register(
 @registry_app.command()
 def rollback(reason: Annotated[str, typer.Option(help="Why, for the audit trail.")]) -> None:
     """The previous champion becomes champion again; recorded in the audit trail."""
-    from core.registry import ModelRegistry, RegistryError
+    from core.registry import ModelRegistry
 
-    try:
+    with refused_exits():
         assignment = ModelRegistry().rollback(_actor(), reason)
-    except (RegistryError, ValueError) as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(1) from error
     typer.echo(f"champion is version {assignment.champion} ({assignment.champion_tag})")
 
 
@@ -103,13 +115,10 @@ def champion(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
 ) -> None:
     """Make a version the champion by hand (the old one becomes previous champion)."""
-    from core.registry import ModelRegistry, RegistryError
+    from core.registry import ModelRegistry
 
-    try:
+    with refused_exits():
         assignment = ModelRegistry().set_champion(version, _actor(), reason)
-    except (RegistryError, ValueError) as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(1) from error
     typer.echo(f"champion is version {assignment.champion} ({assignment.champion_tag})")
 
 
@@ -122,13 +131,10 @@ def challenger(
     ] = None,
 ) -> None:
     """Give a version a sticky share of customers, beside the champion."""
-    from core.registry import ModelRegistry, RegistryError
+    from core.registry import ModelRegistry
 
-    try:
+    with refused_exits():
         assignment = ModelRegistry().set_challenger(version, _actor(), reason, share=share)
-    except (RegistryError, ValueError) as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(1) from error
     typer.echo(
         f"challenger is version {assignment.challenger} ({assignment.challenger_tag}) "
         f"for {assignment.challenger_share:.0%} of customers"

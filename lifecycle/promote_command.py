@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lifecycle.commands import _actor
+from lifecycle.commands import _actor, refused_exits
 from lifecycle.promote import CLEARED, DEFERRED, NO_CHALLENGER, PROMOTED, PromotionOutcome
 from lifecycle.promotion import PromotionDecision
 
@@ -113,18 +113,15 @@ def promote_command(
     ] = None,
 ) -> None:
     """Run the paired promotion test on the champion and challenger and act on it."""
-    from core.registry import ModelRegistry, RegistryError
+    from core.registry import ModelRegistry
     from lifecycle.promote import promote
 
     if reason is not None and not reason.strip():
         raise typer.BadParameter("must not be empty when given", param_hint="--reason")
-    try:
+    with refused_exits():
         outcome = promote(
             _engine(), ModelRegistry(), datetime.now(UTC), _actor(), reason=reason, dry_run=dry_run
         )
-    except (RegistryError, ValueError) as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(1) from error
     _print_outcome(outcome)
     raise typer.Exit(EXIT_CODES[outcome.action])
 
@@ -134,11 +131,8 @@ def guard_command() -> None:
     from core.registry import ModelRegistry
     from lifecycle.guard import guard
 
-    try:
+    with refused_exits(code=2):
         outcome = guard(_engine(), ModelRegistry(), datetime.now(UTC), f"{_actor()} (guard)")
-    except ValueError as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(2) from error
     if outcome.champion is not None:
         typer.echo(f"checked champion {outcome.champion} against bars {outcome.bars}")
     if outcome.measured_at is not None:
