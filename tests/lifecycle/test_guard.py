@@ -3,7 +3,6 @@ a logged SQLite log) break a bar is rolled back in a real MLflow SQLite registry
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from cli import app
 from core.registry import ModelRegistry
 from core.settings import get_settings
 from lifecycle.guard import guard
-from monitoring.database import make_engine, upgrade_schema
 from monitoring.performance import PerformanceOptions, run_performance
 from tests.lifecycle.experiment_log import (
     BAD_NOISE,
@@ -37,14 +35,6 @@ OPTIONS = PerformanceOptions(
     max_drop=0.03,
     drop_metrics=(),
 )
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/db/predictions.db")
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -163,29 +153,23 @@ def test_churn_guard_and_churn_rollback(
     engine: Engine,
     registry: ModelRegistry,
     promoted: Versions,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_env: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
-    monkeypatch.setenv("CHURN_REGISTERED_MODEL", registry.name)
-    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("CHURN_PERFORMANCE_BARS", '{"roc_auc": 0.8}')
+    cli_env.setenv("CHURN_PERFORMANCE_BARS", '{"roc_auc": 0.8}')
     get_settings.cache_clear()
-    try:
-        serve_champion(engine, promoted, GOOD_NOISE, seed=15)
-        measure(engine)
-        kept = runner.invoke(app, ["guard"])
-        assert kept.exit_code == 0, kept.output
-        assert f"checked champion {promoted.challenger}" in kept.output
-        assert "2,000 labels" in kept.output and "within its bars" in kept.output
-        rolled = runner.invoke(app, ["rollback", "--reason", "error rate 12 %"])
-        assert rolled.exit_code == 0, rolled.output
-        assert f"champion is version {promoted.champion}" in rolled.output
-        entry = registry.audit_trail()[0]
-        assert (entry.action, entry.reason) == ("rollback", "error rate 12 %")
-        assert entry.actor.startswith("cli:")
-        refused = runner.invoke(app, ["rollback", "--reason", "again"])
-        assert refused.exit_code == 1 and "no previous champion" in refused.output
-        nothing = runner.invoke(app, ["guard"])
-        assert nothing.exit_code == 0 and "nothing to do" in nothing.output
-    finally:
-        get_settings.cache_clear()
+    serve_champion(engine, promoted, GOOD_NOISE, seed=15)
+    measure(engine)
+    kept = runner.invoke(app, ["guard"])
+    assert kept.exit_code == 0, kept.output
+    assert f"checked champion {promoted.challenger}" in kept.output
+    assert "2,000 labels" in kept.output and "within its bars" in kept.output
+    rolled = runner.invoke(app, ["rollback", "--reason", "error rate 12 %"])
+    assert rolled.exit_code == 0, rolled.output
+    assert f"champion is version {promoted.champion}" in rolled.output
+    entry = registry.audit_trail()[0]
+    assert (entry.action, entry.reason) == ("rollback", "error rate 12 %")
+    assert entry.actor.startswith("cli:")
+    refused = runner.invoke(app, ["rollback", "--reason", "again"])
+    assert refused.exit_code == 1 and "no previous champion" in refused.output
+    nothing = runner.invoke(app, ["guard"])
+    assert nothing.exit_code == 0 and "nothing to do" in nothing.output

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from core.registry import ModelRegistry
-from core.settings import PROJECT_ROOT, get_settings
+from core.settings import PROJECT_ROOT
 from lifecycle.experiment import paired_outcomes
 from lifecycle.promote import DEFERRED_ACTION, decision_threshold, promote
-from monitoring.database import make_engine, upgrade_schema
 from tests.lifecycle.experiment_log import (
     BAD_NOISE,
     GOOD_NOISE,
@@ -49,14 +47,6 @@ def store(tmp_path: Path) -> ModelStore:
 @pytest.fixture
 def versions(registry: ModelRegistry, trained: TrainingOutcome, tmp_path: Path) -> Versions:
     return register_pair(registry, trained, ModelStore(tmp_path / "source"))
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/db/predictions.db")
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_paired_outcomes_pair_the_arms_and_count_only_closed_horizons(
@@ -282,20 +272,13 @@ def test_churn_promote_bad_usage_and_no_challenger(
     registry: ModelRegistry,
     trained: TrainingOutcome,
     engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_env: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
-    monkeypatch.setenv("CHURN_REGISTERED_MODEL", registry.name)
-    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    get_settings.cache_clear()
-    try:
-        empty = runner.invoke(app, ["promote", "--reason", "  "])
-        assert empty.exit_code == 2 and "--reason" in empty.output
-        unknown = runner.invoke(app, ["promote", "--now-please"])
-        assert unknown.exit_code == 2
-        assert trained.tag is not None
-        registry.set_champion(registry.register(trained.tag, "t", "day 0"), "t", "first")
-        alone = runner.invoke(app, ["promote"])
-        assert alone.exit_code == 3 and "refused: there is no challenger" in alone.output
-    finally:
-        get_settings.cache_clear()
+    empty = runner.invoke(app, ["promote", "--reason", "  "])
+    assert empty.exit_code == 2 and "--reason" in empty.output
+    unknown = runner.invoke(app, ["promote", "--now-please"])
+    assert unknown.exit_code == 2
+    assert trained.tag is not None
+    registry.set_champion(registry.register(trained.tag, "t", "day 0"), "t", "first")
+    alone = runner.invoke(app, ["promote"])
+    assert alone.exit_code == 3 and "refused: there is no challenger" in alone.output
