@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from batch.commands import score_command
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
 from lifecycle.commands import registry_app, rollback
 from lifecycle.promote_command import guard_command, promote_command
@@ -26,6 +27,7 @@ app.command()(drift)
 app.command("promote")(promote_command)
 app.command("guard")(guard_command)
 app.command()(rollback)
+app.command("score")(score_command)
 
 if TYPE_CHECKING:
     from monitoring.performance import PerformanceRun
