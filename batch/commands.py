@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from batch.cluster import ENGINES, Engine
 from batch.tables import DEFAULT_BLOCKSIZE, BatchInputError
 from core.settings import MODEL_NAME
+
+if TYPE_CHECKING:
+    from batch.training import DaskTrainingRun
+    from training.train import TrainingOptions
 
 EngineOption = Annotated[
     str, typer.Option(help="local: this process, one partition at a time; dask: a cluster.")
@@ -60,3 +65,18 @@ def score_command(
         f"{run.model_version} in {run.seconds:.1f} s ({run.rows_per_second:,.0f} rows/s) "
         f"→ {output}"
     )
+
+
+def train_dask_command(
+    data: str, options: TrainingOptions, scheduler: str | None, reports: Path | None
+) -> DaskTrainingRun:
+    """`churn train --engine dask`: the cluster of `scheduler` (or a LocalCluster)."""
+    from batch.cluster import dask_client
+    from batch.training import train_on_dask
+
+    try:
+        with dask_client(scheduler) as client:
+            return train_on_dask(data, options, client, reports, say=typer.echo)
+    except BatchInputError as error:
+        typer.echo(f"churn train: {error}", err=True)
+        raise typer.Exit(1) from None

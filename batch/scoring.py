@@ -20,14 +20,13 @@ import numpy as np
 import pandas as pd
 
 from batch.cluster import Engine, compute, dask_client
-from batch.tables import DEFAULT_BLOCKSIZE, BatchInputError, plain_text, read_table, write_table
+from batch.tables import DEFAULT_BLOCKSIZE, read_table, validated, write_table
 from core.pipeline.encode import encode_frame
 from core.pipeline.predictor import ChurnPredictor
 from core.pipeline.store import PROBABILITY_COLUMN, load_predictor
 from core.risk import RISK_LEVELS, levels_in_bands, risk_bands, will_churn
 from core.schema import ID_COLUMN
 from core.settings import MODEL_NAME, get_settings
-from training.data import TableSchemaError, validate_table
 
 OUTPUT_META = pd.DataFrame(
     {
@@ -40,21 +39,6 @@ OUTPUT_META = pd.DataFrame(
 """The output's columns and types."""
 
 
-def rejection(error: TableSchemaError, part: pd.DataFrame, number: int) -> str:
-    """Every broken rule of a partition, with the customer ids of the example rows."""
-    lines = []
-    for problem in error.problems:
-        line = f"  - {problem.describe()}"
-        if problem.example_rows and ID_COLUMN in part.columns:
-            ids = part[ID_COLUMN].iloc[np.asarray(problem.example_rows)].tolist()
-            line += f" (customer_id {', '.join(map(repr, ids))})"
-        lines.append(line)
-    return (
-        f"input rejected: partition {number} breaks {len(lines)} rule(s) "
-        "(rows counted from the partition's first row):\n" + "\n".join(lines)
-    )
-
-
 def score_partition(
     part: pd.DataFrame,
     predictor: ChurnPredictor,
@@ -62,12 +46,7 @@ def score_partition(
     partition_info: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One partition scored as the service scores it (module docstring)."""
-    source = plain_text(part).reset_index(drop=True)
-    try:
-        typed = validate_table(source, require_target=False, extras=predictor.extras)
-    except TableSchemaError as error:
-        number = partition_info["number"] if partition_info else 0
-        raise BatchInputError(rejection(error, source, number)) from None
+    typed = validated(part, partition_info, require_target=False, extras=predictor.extras)
     probability = predictor.predict_proba(encode_frame(typed, predictor.extras))
     return pd.DataFrame(
         {

@@ -12,15 +12,19 @@ from another partition's rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dask
 import dask.dataframe as dd
 import fsspec
+import numpy as np
 import pandas as pd
 
+from core.pipeline.extras import ExtraColumn
+from core.schema import ID_COLUMN
 from core.tables import TableKind, accepted_suffixes, table_kind
-from training.data import CSV_NA_VALUES
+from training.data import CSV_NA_VALUES, TableSchemaError, validate_table
 
 DEFAULT_BLOCKSIZE = 64 * 2**20
 """Bytes of CSV per partition (about 300,000 customers)."""
@@ -88,3 +92,35 @@ def plain_text(part: pd.DataFrame) -> pd.DataFrame:
     """Arrow-backed text columns as object columns, as pandas' readers give them."""
     text = [name for name, kind in part.dtypes.items() if isinstance(kind, pd.StringDtype)]
     return part.astype(dict.fromkeys(text, object)) if text else part
+
+
+def rejection(error: TableSchemaError, part: pd.DataFrame, number: int) -> str:
+    """Every broken rule of a partition, with the customer ids of the example rows."""
+    lines = []
+    for problem in error.problems:
+        line = f"  - {problem.describe()}"
+        if problem.example_rows and ID_COLUMN in part.columns:
+            ids = part[ID_COLUMN].iloc[np.asarray(problem.example_rows)].tolist()
+            line += f" (customer_id {', '.join(map(repr, ids))})"
+        lines.append(line)
+    return (
+        f"input rejected: partition {number} breaks {len(lines)} rule(s) "
+        "(rows counted from the partition's first row):\n" + "\n".join(lines)
+    )
+
+
+def validated(
+    part: pd.DataFrame,
+    partition_info: dict[str, Any] | None,
+    *,
+    require_target: bool,
+    extras: Sequence[ExtraColumn] = (),
+) -> pd.DataFrame:
+    """A partition typed by the training table's rules (`validate_table`), or
+    `BatchInputError` naming the partition, each broken rule and example customers."""
+    source = plain_text(part).reset_index(drop=True)
+    try:
+        return validate_table(source, require_target=require_target, extras=extras)
+    except TableSchemaError as error:
+        number = partition_info["number"] if partition_info else 0
+        raise BatchInputError(rejection(error, source, number)) from None
