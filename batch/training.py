@@ -48,14 +48,13 @@ from core.settings import TARGET_COLUMN, TRUE_PROBABILITY_COLUMN
 from training.data import DataQualityReport, split_holdout, split_xy
 from training.record import HeldOut, ModelDescription, drift_reference, finish_training
 from training.sampling import sample_rows
-from training.train import TrainingOptions, calibrate_blend
+from training.train import TrainingOptions, calibrate_blend, search
 from training.tune import (
     EARLY_STOPPING_ROUNDS,
     MAX_TREES,
     booster_params,
     build_preprocessing,
     fit_preprocessing,
-    tune,
 )
 
 FIT_SAMPLE_ROWS = 200_000
@@ -204,7 +203,7 @@ def train_on_dask(
     _, calibration_rel = split_holdout(y_train, CALIBRATION_SHARE, options.seed)
     fit_rel = np.setdiff1d(np.arange(len(train_idx)), calibration_rel)
     fit_sample = train_idx[fit_rel[sample_rows(y_train[fit_rel], FIT_SAMPLE_ROWS, options.seed)]]
-    search = train_idx[sample_rows(y_train, options.search_rows, options.seed)]
+    searched = train_idx[sample_rows(y_train, options.search_rows, options.seed)]
     roles = np.full(len(y), FIT, dtype=np.int8)
     roles[train_idx[calibration_rel]] = CALIBRATION
     roles[test_idx] = TEST
@@ -213,25 +212,17 @@ def train_on_dask(
         _with_roles, shared_roles, meta=typed._meta.assign(**{ROLE: pd.Series(dtype=np.int8)})
     ).persist()
 
-    wanted = np.union1d(fit_sample, search)
+    wanted = np.union1d(fit_sample, searched)
     say(f"{len(y):,} customers: fetching {len(wanted):,} sampled rows for search and transformer")
     local = typed.map_partitions(_rows_at, wanted, meta=typed._meta).compute()
     local = local.sort_values(POSITION, kind="mergesort").reset_index(drop=True)
     local_positions = local[POSITION].to_numpy()
     local_inputs, local_y = split_xy(local.drop(columns=[POSITION, ROLE]))
     local_raw = encode_frame(local_inputs)
-    search_rows = np.searchsorted(local_positions, search)
+    search_rows = np.searchsorted(local_positions, searched)
     fit_rows = np.searchsorted(local_positions, fit_sample)
 
-    tuning = tune(
-        local_raw[search_rows],
-        local_y[search_rows],
-        trials=options.trials,
-        n_folds=options.cv_folds,
-        balance=options.balance,
-        seed=options.seed,
-        progress=options.progress,
-    )
+    tuning = search(local_raw[search_rows], local_y[search_rows], options)
     tuned_at = time.perf_counter()
     prep = build_preprocessing(options.balance, options.seed)
     x_fit, y_fit = fit_preprocessing(prep, local_raw[fit_rows], local_y[fit_rows])
@@ -315,7 +306,7 @@ def train_on_dask(
         "trials": options.trials,
         "trials_completed": tuning.trials_completed,
         "trials_pruned": tuning.trials_pruned,
-        "search_rows": len(search),
+        "search_rows": len(searched),
         "cv_auc_search": tuning.best_cv_auc,
         "calibration_auc_trees": figures["trees_auc"],
         "calibration_auc_blend": figures["blend_auc"],

@@ -41,6 +41,7 @@ from training.tune import (
     Balance,
     CVResult,
     PreparedFold,
+    TuningResult,
     booster_params,
     build_preprocessing,
     cross_validate,
@@ -205,6 +206,27 @@ def fit_final(
     return prep.named_steps["clean"], prep.named_steps["features"], booster, linear
 
 
+def search(
+    raw: np.ndarray,
+    y: np.ndarray,
+    options: TrainingOptions,
+    extras: Sequence[ExtraColumn] = (),
+    finalists: int = 1,
+) -> TuningResult:
+    """The hyperparameter search on (a sample of) the training rows, as the options say."""
+    return tune(
+        raw,
+        y,
+        trials=options.trials,
+        n_folds=options.cv_folds,
+        balance=options.balance,
+        seed=options.seed,
+        progress=options.progress,
+        extras=extras,
+        finalists=finalists,
+    )
+
+
 def train_model(
     table: pd.DataFrame,
     options: TrainingOptions,
@@ -224,15 +246,11 @@ def train_model(
     raw_train, y_train = raw[train_idx], y[train_idx]
 
     search_idx = sample_rows(y_train, options.search_rows, options.seed)
-    tuning = tune(
+    tuning = search(
         raw_train[search_idx],
         y_train[search_idx],
-        trials=options.trials,
-        n_folds=options.cv_folds,
-        balance=options.balance,
-        seed=options.seed,
-        progress=options.progress,
-        extras=extras,
+        options,
+        extras,
         # A search that saw every training row has nothing to confirm on more rows.
         finalists=options.finalists if len(search_idx) < len(y_train) else 1,
     )
