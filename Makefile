@@ -34,4 +34,4 @@ audit: setup
 	$(VENV)/bin/pip-audit -r constraints.txt --progress-spinner off
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core training serving monitoring lifecycle launchers loadtests benchmarks service.py cli.py && $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core training serving monitoring lifecycle batch launchers loadtests benchmarks service.py cli.py && $(VENV)/bin/lint-imports

@@ -6,10 +6,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from batch.commands import (
+    EngineOption,
+    SchedulerOption,
+    engine_choice,
+    score_command,
+    train_dask_command,
+)
 from core.settings import PROJECT_ROOT, get_settings, use_project_bentoml_home
 from lifecycle.commands import registry_app, rollback
 from lifecycle.promote_command import guard_command, promote_command
@@ -26,6 +33,7 @@ app.command()(drift)
 app.command("promote")(promote_command)
 app.command("guard")(guard_command)
 app.command()(rollback)
+app.command("score")(score_command)
 
 if TYPE_CHECKING:
     from monitoring.performance import PerformanceRun
@@ -97,11 +105,13 @@ def train(
     register: Annotated[
         bool, typer.Option(help="Register it in the model registry (the first: champion).")
     ] = True,
+    engine: EngineOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Tune, fit, calibrate and evaluate a model; save it to the BentoML store and register
-    it (the registry's first model becomes champion; later ones wait to be promoted)."""
-    from training.profiles import load_profiled_table
-    from training.train import TrainingOptions, train_model
+    it (the registry's first model becomes champion; later ones wait to be promoted).
+    `--engine dask` reads the table and fits the booster on a Dask cluster (batch/)."""
+    from training.train import TrainingOptions
     from training.tune import BALANCE_CHOICES
 
     if balance is not None and balance not in BALANCE_CHOICES:
@@ -113,8 +123,16 @@ def train(
         search_rows=search_rows,
         linear_weight=linear_weight,
     )
-    table, extras = load_profiled_table(data, query, profile)
-    outcome = train_model(table, options, reports, extras)
+    if engine_choice(engine) == "dask":
+        if query or profile:
+            raise typer.BadParameter("--engine dask reads a CSV/Parquet table, no profile")
+        outcome: Any = train_dask_command(data, options, scheduler, reports)
+    else:
+        from training.profiles import load_profiled_table
+        from training.train import train_model
+
+        table, extras = load_profiled_table(data, query, profile)
+        outcome = train_model(table, options, reports, extras)
     metrics = {k: round(v, 6) for k, v in outcome.metrics.items()}
     typer.echo(json.dumps(metrics, indent=2))
     if "bayes_optimal_auc_test" in outcome.metadata["training"]:

@@ -20,10 +20,10 @@ from pydantic import TypeAdapter
 from core.pipeline.encode import encode_customers
 from core.pipeline.extras import extra_problems
 from core.pipeline.predictor import ChurnPredictor
+from core.risk import RISK_LEVELS, risk_levels, will_churn
 from core.schema import MODEL_ARMS, CustomerData, Prediction
 from core.settings import Settings
 
-RISK_LEVELS = ("low", "medium", "high")
 SHADOW_KEY = "_shadow"
 """A scored row's extra key for the log: the other model's `[version, probability]`."""
 
@@ -67,30 +67,6 @@ class LoadedModel:
     def cache_scope(self) -> str:
         """``{version}:{first 128 bits of the checksum}``: what a cached answer is valid for."""
         return f"{self.version}:{self.checksum[:32]}"
-
-
-def risk_bands(threshold: float, settings: Settings) -> tuple[float, float]:
-    """Where "medium" and "high" start for a model deciding churn at ``threshold``.
-
-    The configured bands are moved so they cannot contradict the decision: "medium"
-    starts at or below the threshold and "high" at or above it. So a customer the model
-    says will churn is at least "medium" (never "low" with "no action"), and a "high"
-    customer is always one it says will churn.
-    """
-    return (
-        min(settings.risk_medium_from, threshold),
-        max(settings.risk_high_from, threshold),
-    )
-
-
-def risk_levels(probability: np.ndarray, settings: Settings, threshold: float) -> np.ndarray:
-    """Index into `RISK_LEVELS` for each probability, by the bands around ``threshold``.
-
-    The bands take the probabilities' dtype, as ``probability >= threshold`` does, so
-    a probability at the threshold falls on the same side for the band and the decision.
-    """
-    bands = np.asarray(risk_bands(threshold, settings), dtype=probability.dtype)
-    return np.searchsorted(bands, probability, side="right")
 
 
 def recommendation(level: str, top_feature: str | None) -> str:
@@ -276,7 +252,7 @@ def score_batch(
     return ScoredBatch(
         customer_ids=[customer.customer_id for customer in customers],
         probability=probability,
-        will_churn=probability >= predictor.threshold,
+        will_churn=will_churn(probability, predictor.threshold),
         risk_level=np.array(RISK_LEVELS, dtype=object)[levels],
         recommendation=advice[levels, top_raising + 1],
         reason_features=names[explanation.feature_index],

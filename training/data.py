@@ -37,7 +37,7 @@ MAX_EXAMPLES = 3
 """Rows shown per broken rule in an error message."""
 MISSING_COLUMN_RULE = "required column missing"
 
-_CSV_NA_VALUES = [
+CSV_NA_VALUES = [
     *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"),
     *("1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"),
 ]
@@ -98,7 +98,7 @@ def _read_file(path: Path) -> pd.DataFrame:
     kind = table_kind(path)
     if kind == "csv":
         return pd.read_csv(
-            path, keep_default_na=False, na_values=_CSV_NA_VALUES, dtype={ID_COLUMN: str}
+            path, keep_default_na=False, na_values=CSV_NA_VALUES, dtype={ID_COLUMN: str}
         )
     if kind == "parquet":
         return pd.read_parquet(path)

@@ -15,7 +15,6 @@ The steps, each a small function below:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -27,25 +26,22 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from core import __version__
 from core.pipeline.encode import encode_frame
 from core.pipeline.extras import ExtraColumn, learn_categories
 from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear
 from core.pipeline.predictor import ChurnPredictor
-from core.pipeline.store import StoredReference, load_predictor, save_predictor
-from core.schema import ID_COLUMN
-from core.settings import TRUE_PROBABILITY_COLUMN, get_settings, mlflow_tracking_uri
-from core.tracking import use_experiment
+from core.settings import TRUE_PROBABILITY_COLUMN, get_settings
 from training.data import prepare_table, split_holdout, split_xy
-from training.evaluate import choose_threshold, evaluate_predictions
-from training.plots import write_evaluation_plots
+from training.evaluate import choose_threshold
+from training.record import HeldOut, ModelDescription, drift_reference, finish_training
+from training.sampling import sample_rows
 from training.tune import (
     Balance,
     CVResult,
     PreparedFold,
+    TuningResult,
     booster_params,
     build_preprocessing,
     cross_validate,
@@ -56,8 +52,6 @@ from training.tune import (
 )
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_SAMPLE_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -111,14 +105,6 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()
 
 
-def sample_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Indices of a stratified sample of at most `limit` rows (all rows if fewer)."""
-    if len(y) <= limit:
-        return np.arange(len(y))
-    index, _ = train_test_split(np.arange(len(y)), train_size=limit, stratify=y, random_state=seed)
-    return np.sort(index)
-
-
 @dataclass
 class FinalRound:
     """The chosen candidate, cross-validated on the whole training split."""
@@ -160,18 +146,32 @@ def calibrate(
     with a linear weight, the logistic regression), so calibration and threshold are
     learned on exactly what will be served.
     """
-    cv = final.cv
     weight = options.linear_weight
-    blend = cv.oof
-    if weight is None or weight > 0:
-        linear = linear_oof(final.folds, len(y))
+    use_linear = weight is None or weight > 0
+    linear = linear_oof(final.folds, len(y)) if use_linear else None
+    calibration, threshold, oof = calibrate_blend(final.cv.oof, linear, y, weight)
+    oof["trees_auc"] = final.cv.auc  # the folds' mean, as the search ranks candidates
+    return calibration, threshold, int(np.mean(final.cv.best_iterations)), oof
+
+
+def calibrate_blend(
+    trees: np.ndarray, linear: np.ndarray | None, y: np.ndarray, weight: float | None
+) -> tuple[PlattCalibration, float, dict[str, float]]:
+    """Out-of-sample trees' (and linear model's) probabilities → the blend weight (chosen
+    here when `weight` is None), Platt calibration and F1-optimal threshold of the blend."""
+    blend = trees
+    if linear is not None:
         if weight is None:
-            weight = choose_linear_weight(cv.oof, linear, y)
-        blend = (1 - weight) * cv.oof + weight * linear
+            weight = choose_linear_weight(trees, linear, y)
+        blend = (1 - weight) * trees + weight * linear
     calibration = PlattCalibration.fit(blend, y)
     threshold = choose_threshold(y, calibration(blend))
-    oof = {"trees_auc": cv.auc, "blend_auc": float(roc_auc_score(y, blend)), "weight": weight}
-    return calibration, threshold, int(np.mean(cv.best_iterations)), oof
+    figures = {
+        "trees_auc": float(roc_auc_score(y, trees)),
+        "blend_auc": float(roc_auc_score(y, blend)),
+        "weight": float(weight or 0.0),
+    }
+    return calibration, threshold, figures
 
 
 def choose_linear_weight(trees: np.ndarray, linear: np.ndarray, y: np.ndarray) -> float:
@@ -206,103 +206,25 @@ def fit_final(
     return prep.named_steps["clean"], prep.named_steps["features"], booster, linear
 
 
-def feature_importance(booster: xgb.Booster, names: Sequence[str]) -> dict[str, float]:
-    """Total gain per feature, normalised to sum to 1, every feature listed."""
-    gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
-    total = sum(gain.values()) or 1.0
-    return {name: gain.get(name, 0.0) / total for name in names}
-
-
-def reference_profile(features: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, Any]:
-    """Per-feature decile edges and proportions of the training features, for PSI."""
-    profile = {}
-    for j, name in enumerate(names):
-        column = features[:, j][~np.isnan(features[:, j])]
-        if column.size == 0:
-            profile[name] = {"edges": [], "proportions": [], "missing_fraction": 1.0}
-            continue
-        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=edges.size + 1)
-        profile[name] = {
-            "edges": edges.tolist(),
-            "proportions": (counts / column.size).tolist(),
-            "missing_fraction": float(1 - column.size / features.shape[0]),
-        }
-    return profile
-
-
-def write_reports(metadata: dict[str, Any], reports_dir: Path) -> list[Path]:
-    """Held-out metrics, evaluation and data-quality report as JSON beside the plots."""
-    written = []
-    for name in ("metrics", "evaluation", "data_quality", "training", "feature_importance"):
-        path = reports_dir / f"{name}.json"
-        path.write_text(json.dumps(metadata[name], indent=2))
-        written.append(path)
-    return written
-
-
-def drift_reference(
-    predictor: ChurnPredictor,
-    features_frame: pd.DataFrame,
+def search(
     raw: np.ndarray,
-    train_idx: np.ndarray,
-    test_proba: np.ndarray,
-    y_train: np.ndarray,
-) -> StoredReference:
-    """What drift checks compare a window with: a stratified sample of training rows as
-    engineered features and as raw inputs (the same rows, without the customer id), and
-    the held-out rows' probabilities (out-of-sample, like served ones: in-sample
-    probabilities of boosted trees are more extreme than the model serves)."""
-    rows = train_idx[sample_rows(y_train, REFERENCE_SAMPLE_ROWS, 0)]
-    features = pd.DataFrame(predictor.transform(raw[rows]), columns=list(predictor.feature_names))
-    inputs = features_frame.iloc[rows].drop(columns=[ID_COLUMN], errors="ignore")
-    return StoredReference(features, inputs.reset_index(drop=True), np.asarray(test_proba))
-
-
-def record_run(
-    predictor: ChurnPredictor,
-    metadata: dict[str, Any],
-    reference: StoredReference,
-    artifacts: list[Path],
-    save: bool,
-) -> str | None:
-    """Log the run to MLflow and save the model, each pointing at the other.
-
-    The model's metadata carries the MLflow run id; the run carries the model tag, its
-    metrics and parameters, the plots, and the stored model's files.
-    """
-    import mlflow
-
-    from core.pipeline.store import BOOSTER_FILE, METADATA_FILE
-
-    settings = get_settings()
-    use_experiment(settings.mlflow_experiment, mlflow_tracking_uri())
-    with mlflow.start_run() as run:
-        metadata["mlflow_run_id"] = str(run.info.run_id)
-        tag = (
-            save_predictor(
-                predictor,
-                metadata,
-                reference.features if reference.features is not None else pd.DataFrame(),
-                {"balance": metadata["params"]["balance"]},
-                reference.inputs,
-                reference.predictions,
-            )
-            if save
-            else None
-        )
-        mlflow.log_params(metadata["params"])
-        mlflow.log_metrics({k: float(v) for k, v in metadata["metrics"].items()})
-        mlflow.set_tags(
-            {"model_tag": tag or "not saved", "data_hash": metadata["training"]["data_hash"]}
-        )
-        for path in artifacts:
-            mlflow.log_artifact(str(path), "reports")
-        if tag:
-            stored = load_predictor(tag)
-            for name in (BOOSTER_FILE, METADATA_FILE):
-                mlflow.log_artifact(str(stored.path / name), "model")
-        return tag
+    y: np.ndarray,
+    options: TrainingOptions,
+    extras: Sequence[ExtraColumn] = (),
+    finalists: int = 1,
+) -> TuningResult:
+    """The hyperparameter search on (a sample of) the training rows, as the options say."""
+    return tune(
+        raw,
+        y,
+        trials=options.trials,
+        n_folds=options.cv_folds,
+        balance=options.balance,
+        seed=options.seed,
+        progress=options.progress,
+        extras=extras,
+        finalists=finalists,
+    )
 
 
 def train_model(
@@ -324,15 +246,11 @@ def train_model(
     raw_train, y_train = raw[train_idx], y[train_idx]
 
     search_idx = sample_rows(y_train, options.search_rows, options.seed)
-    tuning = tune(
+    tuning = search(
         raw_train[search_idx],
         y_train[search_idx],
-        trials=options.trials,
-        n_folds=options.cv_folds,
-        balance=options.balance,
-        seed=options.seed,
-        progress=options.progress,
-        extras=extras,
+        options,
+        extras,
         # A search that saw every training row has nothing to confirm on more rows.
         finalists=options.finalists if len(search_idx) < len(y_train) else 1,
     )
@@ -352,62 +270,42 @@ def train_model(
         linear,
         oof["weight"] if linear else 0.0,
     )
-    names = list(predictor.feature_names)
-
     test_proba = predictor.predict_proba(raw[test_idx])
-    report = evaluate_predictions(y[test_idx], test_proba, threshold)
-    metrics = dict(report.metrics)
-    importance = feature_importance(booster, names)
-    duration = time.perf_counter() - started
-
-    reports_dir = reports_dir or get_settings().reports_dir
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    plots = write_evaluation_plots(y[test_idx], test_proba, threshold, importance, reports_dir)
-
+    truth = None
+    if TRUE_PROBABILITY_COLUMN in table.columns:
+        truth = pd.to_numeric(frame[TRUE_PROBABILITY_COLUMN]).to_numpy()[test_idx]
     params = {
         **final.params,
         "n_estimators": n_trees,
         "balance": options.balance,
         "linear_weight": oof["weight"],
     }
-    metadata: dict[str, Any] = {
-        "package_version": __version__,
-        "metrics": metrics,
-        "threshold": threshold,
-        "feature_names": names,
-        "extras": [column.to_dict() for column in extras],
-        "params": params,
-        "training": {
-            "rows": len(frame),
-            "train_rows": len(train_idx),
-            "test_rows": len(test_idx),
-            "data_hash": frame_hash(frame),
-            "seed": options.seed,
-            "test_size": options.test_size,
-            "trials": options.trials,
-            "trials_completed": tuning.trials_completed,
-            "trials_pruned": tuning.trials_pruned,
-            "search_rows": len(search_idx),
-            "cv_auc_search": tuning.best_cv_auc,
-            "finalists": len(final.finalist_aucs),
-            "cv_auc_finalists": final.finalist_aucs,
-            "cv_auc_full_oof": oof["trees_auc"],
-            "cv_auc_full_oof_blend": oof["blend_auc"],
-            "tuning_seconds": round(tuned_at - started, 2),
-            "total_seconds": round(duration, 2),
-        },
-        "data_quality": quality.to_dict(),
-        "evaluation": report.to_dict(),
-        "feature_importance": importance,
+    figures = {
+        "rows": len(frame),
+        "train_rows": len(train_idx),
+        "test_rows": len(test_idx),
+        "data_hash": frame_hash(frame),
+        "seed": options.seed,
+        "test_size": options.test_size,
+        "trials": options.trials,
+        "trials_completed": tuning.trials_completed,
+        "trials_pruned": tuning.trials_pruned,
+        "search_rows": len(search_idx),
+        "cv_auc_search": tuning.best_cv_auc,
+        "finalists": len(final.finalist_aucs),
+        "cv_auc_finalists": final.finalist_aucs,
+        "cv_auc_full_oof": oof["trees_auc"],
+        "cv_auc_full_oof_blend": oof["blend_auc"],
+        "tuning_seconds": round(tuned_at - started, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
     }
-    if TRUE_PROBABILITY_COLUMN in table.columns:
-        truth = pd.to_numeric(frame[TRUE_PROBABILITY_COLUMN]).to_numpy()[test_idx]
-        metadata["training"]["bayes_optimal_auc_test"] = float(roc_auc_score(y[test_idx], truth))
-
     reference = drift_reference(predictor, features_frame, raw, train_idx, test_proba, y_train)
-    metadata["reference_profile"] = reference_profile(predictor.transform(raw_train), names)
-    reports = write_reports(metadata, reports_dir)
-    tag = record_run(predictor, metadata, reference, [*plots.values(), *reports], options.save)
+    held_out = HeldOut(y[test_idx], test_proba, truth)
+    description = ModelDescription(params, figures, quality.to_dict())
+    metadata, tag = finish_training(
+        predictor, held_out, description, reference, raw_train, reports_dir, options.save
+    )
+    metrics = metadata["metrics"]
     return TrainingOutcome(
         predictor,
         metrics,

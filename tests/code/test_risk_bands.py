@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.risk import RISK_LEVELS, risk_bands, risk_levels
 from core.settings import Settings
-from serving.scoring import RISK_LEVELS, recommendation, risk_bands, risk_levels
+from serving.scoring import recommendation
 
 PROBABILITIES = np.concatenate(
     [np.linspace(0.0, 1.0, 2001), np.array([0.3, 0.6, 0.15, 0.45, 0.7, 0.999999])]
