@@ -20,7 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_dask_trained_model_is_served(
-    table_files: dict[str, Path], customers: pd.DataFrame, tmp_path: Path, session_dir: Path
+    table_files: dict[str, Path],
+    customers: pd.DataFrame,
+    tmp_path: Path,
+    in_process: InProcessApps,
 ) -> None:
     home = tmp_path / "bentoml"
     env = {
@@ -49,20 +52,16 @@ def test_a_dask_trained_model_is_served(
     assert training["test_rows"] == len(test_idx)
     assert stored.metadata["metrics"]["roc_auc"] > 0.75
 
-    apps = InProcessApps(session_dir / "dask-trained", home)
-    try:
-        app = apps.get()
-        health = app.get("/health").json()
-        assert health["model_loaded"] and health["model_version"] == folder.name
-        row = customers.drop(columns=["churned", "true_churn_probability"]).iloc[0]
-        request = {k: v for k, v in row.items() if pd.notna(v)}
-        request["signup_date"] = request["signup_date"].strftime("%Y-%m-%d")
-        request = {k: (v.item() if hasattr(v, "item") else v) for k, v in request.items()}
-        answer = app.post("/predict", json=request)
-        assert answer.status_code == 200, answer.text
-        typed = validate_table(customers.head(1), require_target=False)
-        expected = stored.predictor.predict_proba(encode_frame(typed))[0]
-        assert abs(answer.json()["churn_probability"] - expected) < 1e-6
-    finally:
-        apps.close()
+    app = in_process.get(home=home)  # the service over the dask-trained store
+    health = app.get("/health").json()
+    assert health["model_loaded"] and health["model_version"] == folder.name
+    row = customers.drop(columns=["churned", "true_churn_probability"]).iloc[0]
+    request = {k: v for k, v in row.items() if pd.notna(v)}
+    request["signup_date"] = request["signup_date"].strftime("%Y-%m-%d")
+    request = {k: (v.item() if hasattr(v, "item") else v) for k, v in request.items()}
+    answer = app.post("/predict", json=request)
+    assert answer.status_code == 200, answer.text
+    typed = validate_table(customers.head(1), require_target=False)
+    expected = stored.predictor.predict_proba(encode_frame(typed))[0]
+    assert abs(answer.json()["churn_probability"] - expected) < 1e-6
     assert yaml.safe_load((folder / "metadata.yaml").read_text())["model_version"] == folder.name

@@ -157,13 +157,16 @@ class InProcessApp:
 class InProcessApps:
     """Opens the service in this process, one configuration at a time (see the module)."""
 
+    _asgi: Any = None
+    """The one ASGI app of the process, shared by every `InProcessApps` (BentoML's metrics
+    register once per process)."""
+
     def __init__(self, folder: Path, home: Path) -> None:
         self.folder = folder
         self.home = home
         """The session's BentoML home (the `trained` model's store)."""
         self.current: InProcessApp | None = None
         self._key: tuple[Any, ...] | None = None
-        self._asgi: Any = None
 
     def get(
         self, env: Mapping[str, str] | None = None, home: Path | None = None, fresh: bool = False
@@ -195,8 +198,8 @@ class InProcessApps:
         from service import ChurnService
         from serving.model_loading import find_model
 
-        if self._asgi is None:
-            self._asgi = ChurnService.to_asgi()  # type: ignore[attr-defined]
+        if InProcessApps._asgi is None:
+            InProcessApps._asgi = ChurnService.to_asgi()  # type: ignore[attr-defined]
         service = ChurnService.inner  # type: ignore[attr-defined]
         imported = (service.model_ref, service.model_problem)
         client = TestClient(self._asgi, base_url=BASE_URL, client=("127.0.0.1", 50000))
