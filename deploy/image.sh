@@ -104,10 +104,10 @@ build() {
   log "bentoml containerize $tag"
   # BentoML 1.4.40 reads the Dockerfile template from its temporary build context but
   # refuses a template outside the working directory: build in a folder of our own.
-  local work; work=$(mktemp -d /tmp/churn-containerize.XXXXXX)
+  work=$(mktemp -d /tmp/churn-containerize.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
   (cd "$work" && TMPDIR="$work" "$bentoml" containerize --backend podman "$tag" \
     -t "$IMAGE" -t "localhost/$tag" >&2)
-  rm -rf "$work"
   log "built $IMAGE ($tag) in $((SECONDS - started)) s, $(podman image inspect \
     --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')"
 }
