@@ -216,6 +216,17 @@ def test_the_image_runs_as_a_non_root_user(built: Built, served: Container) -> N
     status = podman("exec", served.name, "cat", "/proc/1/status")
     (uids,) = re.findall(r"^Uid:\s+(.*)$", status, re.M)
     assert {int(uid) for uid in uids.split()} == {BENTO_UID}, uids
+    # ...and cannot change the packages it runs.
+    probe = "import xgboost, pathlib; print(pathlib.Path(xgboost.__file__).parent)"
+    packages = podman("exec", served.name, "python", "-c", probe).strip()
+    touched = subprocess.run(
+        ["podman", "exec", served.name, "touch", f"{packages}/planted.py"],
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert touched.returncode != 0 and "Permission denied" in touched.stderr, touched
 
 
 def test_the_readmes_example_gets_the_same_answer_as_bentoml_serve(
