@@ -2,9 +2,9 @@
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint servers audit
+.PHONY: setup serve test lint servers audit image image-run
 
-$(STAMP): pyproject.toml requirements.txt constraints.txt
+$(STAMP): pyproject.toml requirements.txt requirements-jobs.txt constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
@@ -35,3 +35,13 @@ audit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core training serving monitoring lifecycle batch launchers loadtests benchmarks service.py cli.py && $(VENV)/bin/lint-imports
+
+# The service's container image with Podman (installed if missing): the base image once,
+# a demo model if the store has none, the Bento, `bentoml containerize` (deploy/image.sh).
+image: setup
+	deploy/image.sh build
+
+# Serves the image on :3000 (host network); settings and secrets: README "Container image".
+image-run:
+	deploy/image.sh run
+

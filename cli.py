@@ -316,10 +316,17 @@ def serve(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def build(ctx: typer.Context) -> None:
+def build(
+    ctx: typer.Context,
+    demo: Annotated[
+        bool, typer.Option(help="With no model in the store, train the demo one first.")
+    ] = False,
+) -> None:
     """Build the Bento (service, code, churn_model:latest) into the store, with BENTOML_HOME
     made absolute and no worker count recorded: where it is served, CHURN_WORKERS or that
     machine's cores decide. Extra options go to `bentoml build`."""
+    if demo:
+        ensure_demo_model()
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml), "build", *ctx.args]
     os.chdir(PROJECT_ROOT)

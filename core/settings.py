@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.setting_files import ValueFileSource, read_value_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +54,22 @@ never let an equal model through."""
 
 
 class Settings(BaseSettings):
-    """Runtime settings, read from ``CHURN_*`` environment variables."""
+    """Runtime settings, read from ``CHURN_*`` environment variables, or from the file a
+    ``CHURN_*_FILE`` variable names (secrets: core/setting_files.py)."""
 
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment first, then ``NAME_FILE`` files (both set is an error)."""
+        return (init_settings, env_settings, ValueFileSource(settings_cls), dotenv_settings)
 
     bentoml_home: Path = Field(
         default=PROJECT_ROOT / "bentos",
@@ -376,8 +391,13 @@ def get_settings() -> Settings:
 
 def mlflow_tracking_uri() -> str:
     """The MLflow tracking (and registry) store in force: ``MLFLOW_TRACKING_URI`` if set,
-    MLflow's own variable, else ``CHURN_MLFLOW_TRACKING_URI`` or the project's SQLite file."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or get_settings().mlflow_tracking_uri
+    MLflow's own variable (or the file ``MLFLOW_TRACKING_URI_FILE`` names: a database URL
+    holds a password), else ``CHURN_MLFLOW_TRACKING_URI`` or the project's SQLite file."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or read_value_file("MLFLOW_TRACKING_URI")
+        or get_settings().mlflow_tracking_uri
+    )
 
 
 def bentoml_home() -> Path:

@@ -20,7 +20,8 @@ _PATH_STARTS = ("/", "./", "../", "~/")
 
 
 def load_api_keys(setting: str | None) -> tuple[bytes, ...]:
-    """Keys from ``CHURN_API_KEYS``: comma-separated, or the path of a file of keys.
+    """Keys from ``CHURN_API_KEYS``: comma-separated, the path of a file of keys, or (from
+    ``CHURN_API_KEYS_FILE``) that file's content.
 
     In a file: one key per line, blank lines and ``#`` comment lines ignored. An empty
     result means authentication is disabled. A value starting like a path (``/``, ``./``,
@@ -30,7 +31,9 @@ def load_api_keys(setting: str | None) -> tuple[bytes, ...]:
         return ()
     text = setting.strip()
     path = Path(text).expanduser()
-    if "," not in text and path.is_file():
+    if "\n" in text:  # a file's content (CHURN_API_KEYS_FILE): one key per line
+        candidates = [line for line in text.splitlines() if not line.strip().startswith("#")]
+    elif "," not in text and path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines()
         candidates = [line for line in lines if not line.strip().startswith("#")]
     elif text.startswith(_PATH_STARTS):

@@ -84,3 +84,53 @@ class Load:
                     )
 
             await asyncio.gather(*(one_client() for _ in range(self.clients)))
+
+
+class IdLoad:
+    """`clients` closed-loop clients posting `/predict` for `seconds`, in a thread; keeps
+    the X-Request-ID of every answer by status, to look each one up in the log."""
+
+    def __init__(
+        self,
+        url: str,
+        bodies: list[dict[str, Any]],
+        clients: int,
+        seconds: float,
+        headers: dict[str, str],
+    ) -> None:
+        self.url, self.bodies, self.clients, self.seconds = url, bodies, clients, seconds
+        self.headers = headers
+        self.answered: dict[int, list[str]] = {}
+        self.errors = 0
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> IdLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(timeout=self.seconds + 120)
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.clients)
+        deadline = time.monotonic() + self.seconds
+        bodies = itertools.cycle(self.bodies)
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=60, limits=limits, headers=self.headers
+        ) as client:
+
+            async def one_client(number: int) -> None:
+                for sequence in itertools.count():
+                    if time.monotonic() >= deadline:
+                        return
+                    request_id = f"load-{number}-{sequence}"
+                    try:
+                        answer = await client.post(
+                            "/predict", json=next(bodies), headers={"X-Request-ID": request_id}
+                        )
+                    except httpx.HTTPError:
+                        self.errors += 1  # a connection to a killed worker or a stopped server
+                        continue
+                    self.answered.setdefault(answer.status_code, []).append(request_id)
+
+            await asyncio.gather(*(one_client(n) for n in range(self.clients)))

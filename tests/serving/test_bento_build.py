@@ -59,6 +59,8 @@ SOURCES = (
     "cli.py",
     "bentofile.yaml",
     "requirements.txt",
+    "requirements-jobs.txt",
+    "deploy",
     "core",
     "training",
     "serving",

@@ -5,12 +5,9 @@ service in this process)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from launchers.server_process import ServerProcess, request_bodies
 from monitoring.database import PREDICTIONS, make_engine
 from tests.serving.conftest import KEYS, AppWith, deployed_settings, serve
 from tests.serving.inprocess import InProcessApp, metric
+from tests.serving.load import IdLoad
 from training.train import TrainingOutcome
 
 AUTH = {"X-API-Key": KEYS[0]}
@@ -33,48 +31,6 @@ AUTH = {"X-API-Key": KEYS[0]}
 @pytest.fixture(scope="module")
 def bodies(trained: TrainingOutcome) -> list[dict[str, Any]]:
     return request_bodies(trained.test_frame.iloc[:300])
-
-
-class IdLoad:
-    """`clients` closed-loop clients posting `/predict` for `seconds`, in a thread; keeps
-    the X-Request-ID of every answer by status, to look each one up in the log."""
-
-    def __init__(self, url: str, bodies: list[dict[str, Any]], clients: int, seconds: float):
-        self.url, self.bodies, self.clients, self.seconds = url, bodies, clients, seconds
-        self.answered: dict[int, list[str]] = {}
-        self.errors = 0
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> IdLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._thread.join(timeout=self.seconds + 120)
-
-    async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=self.clients)
-        deadline = time.monotonic() + self.seconds
-        bodies = itertools.cycle(self.bodies)
-        async with httpx.AsyncClient(
-            base_url=self.url, timeout=60, limits=limits, headers=AUTH
-        ) as client:
-
-            async def one_client(number: int) -> None:
-                for sequence in itertools.count():
-                    if time.monotonic() >= deadline:
-                        return
-                    request_id = f"load-{number}-{sequence}"
-                    try:
-                        answer = await client.post(
-                            "/predict", json=next(bodies), headers={"X-Request-ID": request_id}
-                        )
-                    except httpx.HTTPError:
-                        self.errors += 1  # a connection to the killed worker
-                        continue
-                    self.answered.setdefault(answer.status_code, []).append(request_id)
-
-            await asyncio.gather(*(one_client(n) for n in range(self.clients)))
 
 
 def logged_request_ids(engine: Engine) -> set[str]:
@@ -117,7 +73,7 @@ def test_sigkill_of_a_worker_under_load_loses_no_answered_prediction(
             time.sleep(0.5)
         workers = worker_pids(server)
         assert len(workers) == 2, workers
-        with IdLoad(server.url, bodies, clients=32, seconds=20) as load:
+        with IdLoad(server.url, bodies, clients=32, seconds=20, headers=AUTH) as load:
             time.sleep(8)
             os.kill(workers[0], signal.SIGKILL)
         assert not psutil.pid_exists(workers[0]) or psutil.Process(workers[0]).status() == (
