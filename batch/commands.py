@@ -42,7 +42,13 @@ def score_command(
     ],
     engine: EngineOption = "local",
     scheduler: SchedulerOption = None,
-    model: Annotated[str, typer.Option(help="Model tag.")] = f"{MODEL_NAME}:latest",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=f"A stored model tag ({MODEL_NAME}:<version>); default: the registry's "
+            "champion (CHURN_MODEL_SOURCE=registry), else the store's latest."
+        ),
+    ] = None,
     blocksize: Annotated[
         int, typer.Option(min=2**16, help="Bytes of CSV per partition.")
     ] = DEFAULT_BLOCKSIZE,

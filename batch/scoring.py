@@ -23,7 +23,12 @@ from batch.cluster import Engine, compute, dask_client
 from batch.tables import DEFAULT_BLOCKSIZE, read_table, validated, write_table
 from core.pipeline.encode import encode_frame
 from core.pipeline.predictor import ChurnPredictor
-from core.pipeline.store import PROBABILITY_COLUMN, load_predictor
+from core.pipeline.store import (
+    PROBABILITY_COLUMN,
+    StoredPredictor,
+    load_predictor,
+    stored_predictor,
+)
 from core.risk import RISK_LEVELS, levels_in_bands, risk_bands, will_churn
 from core.schema import ID_COLUMN
 from core.settings import MODEL_NAME, get_settings
@@ -80,18 +85,36 @@ def scored_frame(source: str, predictor: ChurnPredictor, blocksize: int) -> Any:
     return frame.map_partitions(score_partition, shared, bands, meta=OUTPUT_META)
 
 
+def scoring_model(model: str | None) -> StoredPredictor:
+    """The model a batch is scored with: `model` (a stored tag) when given, else what
+    `/predict` answers with — the registry's champion (fetched and verified) when the
+    service follows the registry (`CHURN_MODEL_SOURCE=registry`) and it has one, the
+    store's latest otherwise."""
+    if model is not None:
+        return load_predictor(model)
+    if get_settings().model_source == "registry":
+        from core.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        champion = registry.assignment().champion
+        if champion is not None:
+            tag = registry.bentoml_tag(champion)
+            return stored_predictor(registry.fetch(champion), tag.split(":", 1)[1])
+    return load_predictor(f"{MODEL_NAME}:latest")
+
+
 def score_table(
     source: str,
     target: str,
     engine: Engine = "local",
     scheduler: str | None = None,
-    model: str = f"{MODEL_NAME}:latest",
+    model: str | None = None,
     blocksize: int = DEFAULT_BLOCKSIZE,
     progress: bool = True,
 ) -> ScoreRun:
-    """Score the table at `source` into `target` with the stored `model`, in this process
-    (`local`) or on a Dask cluster (`dask`, see batch.cluster)."""
-    stored = load_predictor(model)
+    """Score the table at `source` into `target` with `model` (default: the champion, see
+    `scoring_model`), in this process (`local`) or on a Dask cluster (`dask`)."""
+    stored = scoring_model(model)
     scored = scored_frame(source, stored.predictor, blocksize)
     lazy = write_table(scored, target, scored.map_partitions(len).sum())
     started = time.perf_counter()

@@ -4,6 +4,9 @@ and the file format; a bad file is refused naming the column and the rule."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ from typer.testing import CliRunner
 from batch.scoring import OUTPUT_META, score_table
 from batch.tables import BatchInputError
 from cli import app as cli
+from core.registry import ModelRegistry
+from core.settings import PROJECT_ROOT
 from tests.serving.inprocess import InProcessApps
 from training.train import TrainingOutcome
 
@@ -151,3 +156,46 @@ def test_a_missing_column_or_file_is_named(
         score_table(str(path), str(tmp_path / "o.csv"), model=str(trained.tag), progress=False)
     with pytest.raises(BatchInputError, match="no such file or folder"):
         score_table(str(tmp_path / "absent.csv"), str(tmp_path / "o.csv"), progress=False)
+
+
+def test_without_a_model_tag_the_registrys_champion_scores(
+    trained: TrainingOutcome,
+    registry: ModelRegistry,
+    table_files: dict[str, Path],
+    scored: dict[str, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    """What `/predict` answers with in registry mode: a job with an empty store of its own
+    scores with the champion fetched from the registry."""
+    assert trained.tag is not None
+    registry.set_champion(registry.register(trained.tag, "test", "day 0"), "test", "first")
+    out = tmp_path / "scored.csv"
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "empty-store"),
+        "CHURN_MODEL_SOURCE": "registry",
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "CHURN_REGISTERED_MODEL": registry.name,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cli import app; app()",
+            "score",
+            "--input",
+            str(table_files["parquet"]),
+            "--output",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"with model {trained.tag.split(':')[1]}" in done.stdout
+    np.testing.assert_allclose(
+        read_output(out)["churn_probability"], scored["local-csv"]["churn_probability"], atol=1e-12
+    )
