@@ -49,7 +49,7 @@ from monitoring.database import PREDICTIONS, make_engine, upgrade_schema
 from monitoring.triggers import pending_triggers
 from tests.lifecycle.model_variants import variant
 from tests.monitoring.tenure_shift import SHIFT
-from tests.serving.conftest import KEYS, deployed_settings
+from tests.serving.conftest import KEYS, registry_settings
 from tests.serving.load import Load
 from training.generate import generate_customers
 from training.train import TrainingOutcome
@@ -228,15 +228,8 @@ def lifecycle(
     url = postgres.new_database()
     upgrade_schema(url)
     registry = ModelRegistry(f"sqlite:///{folder / 'mlflow.db'}", "churn_lifecycle")
-    settings = deployed_settings(
-        url,
-        redis_server.url,
-        CHURN_MODEL_SOURCE="registry",
-        MLFLOW_TRACKING_URI=registry.tracking_uri,
-        CHURN_REGISTERED_MODEL=registry.name,
-        CHURN_REGISTRY_POLL_S=str(POLL_S),
-        CHURN_WORKERS=str(WORKERS),
-        CHURN_REPORTS_DIR=str(folder / "reports"),
+    settings = registry_settings(
+        url, redis_server.url, registry, POLL_S, WORKERS, CHURN_REPORTS_DIR=str(folder / "reports")
     )
     # The operator's commands keep their own BentoML store (what `churn train` and `churn
     # retrain` save to); the service's is empty: its models come from the registry.

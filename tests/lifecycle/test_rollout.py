@@ -25,7 +25,7 @@ from launchers.server_process import ServerProcess, request_bodies, start_server
 from monitoring.database import PREDICTIONS, make_engine, upgrade_schema
 from tests.core.test_registry import artifact_folder, copy_model
 from tests.lifecycle.model_variants import variant
-from tests.serving.conftest import KEYS, deployed_settings
+from tests.serving.conftest import KEYS, registry_settings
 from tests.serving.load import Load
 from training.generate import generate_customers
 from training.train import TrainingOutcome
@@ -80,15 +80,8 @@ def rollout(
     registry.set_champion(first, "test", "day 0: the first model")
     url = postgres.new_database()
     upgrade_schema(url)
-    env = deployed_settings(
-        url,
-        redis_server.url,
-        CHURN_MODEL_SOURCE="registry",
-        MLFLOW_TRACKING_URI=registry.tracking_uri,
-        CHURN_REGISTERED_MODEL=registry.name,
-        CHURN_REGISTRY_POLL_S=str(POLL_S),
-        CHURN_WORKERS=str(WORKERS),
-        CHURN_CACHE_TTL_SECONDS="0",
+    env = registry_settings(
+        url, redis_server.url, registry, POLL_S, WORKERS, CHURN_CACHE_TTL_SECONDS="0"
     )
     replicas = []
     for name in ("a", "b"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from core.registry import ModelRegistry
 from launchers.pg_server import PostgresServer
 from launchers.redis_process import RedisServer
 from launchers.server_process import ServerProcess, start_server
@@ -99,6 +100,27 @@ def deployed_settings(
         **({"REDIS_URL": redis_url} if redis_url else {}),
         **env,
     }
+
+
+def registry_settings(
+    database_url: str,
+    redis_url: str,
+    registry: ModelRegistry,
+    poll_s: float,
+    workers: int,
+    **env: str,
+) -> dict[str, str]:
+    """A deployed service that serves what `registry` assigns (polling every `poll_s`)."""
+    return deployed_settings(
+        database_url,
+        redis_url,
+        CHURN_MODEL_SOURCE="registry",
+        MLFLOW_TRACKING_URI=registry.tracking_uri,
+        CHURN_REGISTERED_MODEL=registry.name,
+        CHURN_REGISTRY_POLL_S=str(poll_s),
+        CHURN_WORKERS=str(workers),
+        **env,
+    )
 
 
 @pytest.fixture(scope="module")
