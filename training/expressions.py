@@ -94,12 +94,17 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
 
 
 def evaluate(frame: pd.DataFrame, expression: str) -> pd.Series:
-    """`expression` over `frame`'s columns, one value per row (names checked by the caller)."""
+    """`expression` over `frame`'s columns, one value per row (names checked by the caller);
+    missing wherever a column it reads is missing."""
     names = expression_names(expression)
     columns = pd.DataFrame(
         {name: _numeric_if_possible(frame[name]) for name in names}, index=frame.index
     )
     result = columns.eval(expression, engine=ENGINE)
     if isinstance(result, pd.Series):
-        return result.rename(None)
-    return pd.Series(result, index=frame.index)
+        values = result.rename(None)
+    else:  # an expression without columns: one value for every row
+        values = pd.Series(result, index=frame.index)
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("boolean")  # so a comparison can be missing too
+    return values.mask(columns.isna().any(axis=1))  # NaN > 3 is False: make it missing

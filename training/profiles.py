@@ -232,7 +232,7 @@ def _derived(frame: pd.DataFrame, profile: DataProfile, target: str, expression:
             f"{list(frame.columns)}"
         )
     try:
-        return evaluate(frame, expression).to_numpy()
+        return evaluate(frame, expression)
     except (TypeError, ValueError, KeyError, ArithmeticError) as error:
         raise ProfileError(f"{where}: {expression!r} failed on the table: {error}") from error
 

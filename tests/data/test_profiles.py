@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from core.pipeline.extras import ExtraColumn
 from core.settings import PROJECT_ROOT, TARGET_COLUMN
 from training.data import load_table, prepare_table
 from training.profiles import ProfileError, apply_profile, load_profile
@@ -131,16 +132,19 @@ def test_derive_computes_fields_and_extras_from_the_renamed_table(tmp_path: Path
         "total_charges": "day_charge + eve_charge + night_charge",
         "monthly_charges": "(day_charge + night_charge) / tenure_months",
         "busy": "calls > 5",
+        "evening": "eve_charge > 1.8",  # missing where eve_charge is, not False
     }
-    extras = [{"name": "busy", "kind": "number"}]
+    extras = [{"name": "busy", "kind": "number"}, {"name": "evening", "kind": "number"}]
     profile = load_profile(derive_profile(tmp_path, derive, extras=extras))
     frame, _ = apply_profile(CALLS, profile)
     assert frame["total_charges"].tolist()[::2] == [13.5, 7.0]
     assert pd.isna(frame["total_charges"].iloc[1])  # a missing part leaves the sum missing
     assert frame["monthly_charges"].tolist() == [4.0, 23.0 / 12, 5.0 / 30]
     assert frame["busy"].tolist() == [False, True, False]
-    typed, report = prepare_table(frame, [])
+    assert frame["evening"].tolist() == [False, pd.NA, True]
+    typed, report = prepare_table(frame, [ExtraColumn("evening", "number", (), False)])
     assert report.rows_out == 3 and typed["total_charges"].iloc[0] == 13.5
+    assert typed["evening"].isna().tolist() == [False, True, False]
 
 
 def test_an_unknown_name_in_an_expression_names_the_column_and_the_key(tmp_path: Path) -> None:
