@@ -111,6 +111,31 @@ def test_train_skips_bad_rows_and_reports_them_beside_the_metrics(tmp_path: Path
     assert (quality["rows_in"], quality["bad_rows_skipped"]) == (3000, 3)
 
 
+def test_train_with_a_deriving_profile_on_a_table_without_ids(tmp_path: Path) -> None:
+    """Both parts of issue 18's training side at once: generated ids, a derived column,
+    and a bad row set aside (its negative tenure also makes the derived total negative)."""
+    data = tmp_path / "export.csv"
+    assert runner.invoke(app, ["generate", "--rows", "3000", "--out", str(data)]).exit_code == 0
+    frame = pd.read_csv(data).drop(columns=["customer_id", "total_charges"])
+    frame.loc[4, "tenure_months"] = -3
+    frame.to_csv(data, index=False)
+    profile = tmp_path / "export.yaml"
+    profile.write_text(
+        "name: export\ngenerate_id: true\n"
+        "derive: {total_charges: 'monthly_charges * tenure_months'}\n"
+        "target: {column: churned, positive: 'True'}\n"
+    )
+    args = ["train", "--data", str(data), "--profile", str(profile), "--on-bad-rows", "skip"]
+    args += ["--trials", "1", "--search-rows", "1000", "--reports", str(tmp_path / "reports")]
+    result = runner.invoke(app, [*args, "--no-register"])
+    assert result.exit_code == 0, result.output
+    bentoml.models.delete(result.output.split("saved ")[1].split()[0])
+    report = json.loads((tmp_path / "reports" / "bad_rows.json").read_text())
+    assert report["rows_skipped"] == 1
+    assert {r["column"] for r in report["rules"]} == {"tenure_months", "total_charges"}
+    assert {r["examples"][0]["customer_id"] for r in report["rules"]} == {"row-4"}
+
+
 def _generated(tmp_path: Path) -> Path:
     path = tmp_path / "ok.csv"
     runner.invoke(app, ["generate", "--rows", "300", "--out", str(path)])
