@@ -204,3 +204,11 @@ def test_without_ids_or_generate_id_the_profile_says_how_to_fix_it(tmp_path: Pat
 def test_generate_id_with_an_id_column_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="generate_id"):
         load_profile(derive_profile(tmp_path, {}, rename={"id": "customer_id"}))
+
+
+def test_backticks_name_columns_that_are_not_identifiers(tmp_path: Path) -> None:
+    derive = {"total_charges": "`day charge` * 2", "monthly_charges": "total_charges / 2"}
+    profile = load_profile(derive_profile(tmp_path, derive))
+    frame, _ = apply_profile(CALLS.rename(columns={"day_charge": "day charge"}), profile)
+    assert frame["total_charges"].tolist() == [20.0, 40.0, 10.0]
+    assert frame["monthly_charges"].tolist() == [10.0, 20.0, 5.0]  # reads the derived column
