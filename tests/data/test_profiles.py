@@ -207,8 +207,9 @@ def test_generate_id_with_an_id_column_is_refused(tmp_path: Path) -> None:
 
 
 def test_backticks_name_columns_that_are_not_identifiers(tmp_path: Path) -> None:
-    derive = {"total_charges": "`day charge` * 2", "monthly_charges": "total_charges / 2"}
+    # (safe_dump sorts keys: monthly_charges is written, and so derived, first)
+    derive = {"monthly_charges": "`day charge` * 2", "total_charges": "monthly_charges * 3"}
     profile = load_profile(derive_profile(tmp_path, derive))
     frame, _ = apply_profile(CALLS.rename(columns={"day_charge": "day charge"}), profile)
-    assert frame["total_charges"].tolist() == [20.0, 40.0, 10.0]
-    assert frame["monthly_charges"].tolist() == [10.0, 20.0, 5.0]  # reads the derived column
+    assert frame["monthly_charges"].tolist() == [20.0, 40.0, 10.0]
+    assert frame["total_charges"].tolist() == [60.0, 120.0, 30.0]  # reads the derived column
