@@ -107,32 +107,48 @@ def train(
     ] = True,
     engine: EngineOption = "local",
     scheduler: SchedulerOption = None,
+    on_bad_rows: Annotated[
+        str,
+        typer.Option(
+            help="fail: refuse a table breaking a schema rule; skip: set those rows aside, "
+            "report them (bad_rows.json beside --metrics-out, else in --reports) and train "
+            "on the rest if enough are left."
+        ),
+    ] = "fail",
 ) -> None:
     """Tune, fit, calibrate and evaluate a model; save it to the BentoML store and register
     it (the registry's first model becomes champion; later ones wait to be promoted).
     `--engine dask` reads the table and fits the booster on a Dask cluster (batch/)."""
+    from training.bad_rows import BAD_ROWS_POLICIES, report_path
     from training.train import TrainingOptions
     from training.tune import BALANCE_CHOICES
 
     if balance is not None and balance not in BALANCE_CHOICES:
         raise typer.BadParameter(f"--balance must be one of {', '.join(BALANCE_CHOICES)}")
+    if on_bad_rows not in BAD_ROWS_POLICIES:
+        raise typer.BadParameter(f"--on-bad-rows must be one of {', '.join(BAD_ROWS_POLICIES)}")
     options = TrainingOptions.from_settings(
         trials=trials,
         seed=seed,
         balance=balance,
         search_rows=search_rows,
         linear_weight=linear_weight,
+        on_bad_rows=on_bad_rows,
     )
     if engine_choice(engine) == "dask":
-        if query or profile:
-            raise typer.BadParameter("--engine dask reads a CSV/Parquet table, no profile")
+        if query or profile or on_bad_rows != "fail":
+            raise typer.BadParameter(
+                "--engine dask reads a CSV/Parquet table, no profile, --on-bad-rows fail"
+            )
         outcome: Any = train_dask_command(data, options, scheduler, reports)
     else:
         from training.profiles import load_profiled_table
         from training.train import train_model
 
         table, extras = load_profiled_table(data, query, profile)
-        outcome = train_model(table, options, reports, extras)
+        outcome = train_model(table, options, reports, extras, report_path(metrics_out, reports))
+        if outcome.bad_rows:
+            typer.echo(f"{outcome.bad_rows.summary()}: {report_path(metrics_out, reports)}")
     metrics = {k: round(v, 6) for k, v in outcome.metrics.items()}
     typer.echo(json.dumps(metrics, indent=2))
     if "bayes_optimal_auc_test" in outcome.metadata["training"]:

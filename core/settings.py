@@ -351,6 +351,12 @@ class Settings(BaseSettings):
     )
     cv_folds: int = Field(default=5, ge=2)
     test_size: float = Field(default=0.2, gt=0, lt=1)
+    min_training_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="`churn train --on-bad-rows skip` trains only if at least this many rows "
+        "are left once bad rows are set aside (and 2 × cv_folds of each label).",
+    )
     trials: int = Field(default=100, ge=1, description="Hyperparameter candidates tried.")
     search_rows: int = Field(
         default=20_000,

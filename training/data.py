@@ -83,10 +83,12 @@ class ColumnProblem:
 
 
 class TableSchemaError(ValueError):
-    """The table breaks schema rules; `problems` lists every one of them."""
+    """The table breaks schema rules; `problems` lists every one of them, `rows[i]` the
+    positions of every row breaking problem i (empty for a missing column)."""
 
-    def __init__(self, problems: list[ColumnProblem]) -> None:
+    def __init__(self, problems: list[ColumnProblem], rows: list[np.ndarray] | None = None) -> None:
         self.problems = problems
+        self.rows = rows if rows is not None else [np.empty(0, np.int64) for _ in problems]
         lines = "\n".join(f"  - {p.describe()}" for p in problems)
         super().__init__(f"training table failed validation ({len(problems)} problem(s)):\n{lines}")
 
@@ -162,6 +164,7 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[ColumnProblem] = []
+        self.rows: list[np.ndarray] = []
 
     def flag(self, column: str, rule: str, bad: np.ndarray, values: pd.Series) -> None:
         """Record `rule` as broken where the boolean mask `bad` is true."""
@@ -172,9 +175,11 @@ class _Checker:
             self.problems.append(
                 ColumnProblem(column, rule, int(rows.size), [int(r) for r in shown], examples)
             )
+            self.rows.append(rows)
 
     def missing_column(self, column: str, rows: int) -> None:
         self.problems.append(ColumnProblem(column, MISSING_COLUMN_RULE, rows))
+        self.rows.append(np.empty(0, np.int64))
 
 
 def _plain(value: object) -> object:
@@ -337,7 +342,7 @@ def validate_table(
     if TRUE_PROBABILITY_COLUMN in source.columns:
         out[TRUE_PROBABILITY_COLUMN] = _to_probability(source[TRUE_PROBABILITY_COLUMN], checker)
     if checker.problems:
-        raise TableSchemaError(checker.problems)
+        raise TableSchemaError(checker.problems, checker.rows)
     return pd.DataFrame(out, index=source.index)
 
 
@@ -360,13 +365,16 @@ class DataQualityReport:
     duplicates_dropped: int
     missing_fraction: dict[str, float]
     churn_rate: float | None
+    bad_rows_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
         return asdict(self)
 
 
-def quality_report(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: int) -> DataQualityReport:
+def quality_report(
+    raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: int, bad_rows_skipped: int = 0
+) -> DataQualityReport:
     """Summarise a table before (`raw`) and after (`cleaned`) preparation."""
     features = [c for c in cleaned.columns if c in RAW_COLUMNS]
     missing = cleaned[features].isna().mean() if len(cleaned) else pd.Series(0.0, features)
@@ -379,6 +387,7 @@ def quality_report(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: int) ->
         duplicates_dropped=duplicates,
         missing_fraction={name: float(missing[name]) for name in features},
         churn_rate=churn_rate,
+        bad_rows_skipped=bad_rows_skipped,
     )
 
 
@@ -386,9 +395,15 @@ def prepare_table(
     frame: pd.DataFrame, extras: Sequence[ExtraColumn] = ()
 ) -> tuple[pd.DataFrame, DataQualityReport]:
     """Validate (target required), drop duplicate customers and report: training's entry."""
-    typed = validate_table(frame, require_target=True, extras=extras)
+    return prepared(frame, validate_table(frame, require_target=True, extras=extras))
+
+
+def prepared(
+    raw: pd.DataFrame, typed: pd.DataFrame, bad_rows_skipped: int = 0
+) -> tuple[pd.DataFrame, DataQualityReport]:
+    """A validated table (`typed`, from `raw`) de-duplicated, with its quality report."""
     cleaned, duplicates = deduplicate(typed)
-    return cleaned, quality_report(frame, cleaned, duplicates)
+    return cleaned, quality_report(raw, cleaned, duplicates, bad_rows_skipped)
 
 
 def split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,12 +1,20 @@
 """Data profiles: a short YAML file that maps a foreign customer table onto `CustomerData`.
 
-A profile renames columns, maps values (``Fiber optic`` → ``Fiber``, ``Yes``/``No`` →
-booleans), converts units, names the target and its positive value, and lists extra
-columns that carry signal but have no canonical field. Built-in profiles live beside
-this module in ``profiles/`` (``telco`` for the IBM Telco table).
+A profile renames columns, derives columns from others with expressions
+(``training.expressions``), maps values (``Fiber optic`` → ``Fiber``, ``Yes``/``No`` →
+booleans), converts units, names the target and its positive value, lists extra columns
+that carry signal but have no canonical field, and may generate row ids for a table that
+has none. Built-in profiles live beside this module in ``profiles/`` (``telco`` for the
+IBM Telco table).
+
+The order: missing tokens → rename → derive → value maps → units → validation
+(``training.data``). So an expression reads the table's own values under their renamed
+names (or their own names when not renamed), and a derived column can still be
+value-mapped or converted.
 
 Problems fail fast, each naming the column or value: a column the profile names but the
-table lacks, a value seen in the data that no map covers, a missing target.
+table lacks, an expression naming an unknown column, a value seen in the data that no map
+covers, a missing target.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from core.pipeline.extras import ExtraColumn
 from core.schema import CATEGORIES, COLUMN_KINDS, ID_COLUMN, ColumnKind, CustomerData
 from core.settings import TARGET_COLUMN
 from core.tables import YES_NO_WORDS
+from training.expressions import ExpressionError, evaluate, expression_names
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
+GENERATED_ID_PREFIX = "row-"
+"""`generate_id: true` gives row n (0-based position in the table as read) the id ``row-n``."""
 
 
 class ProfileError(ValueError):
@@ -71,6 +82,13 @@ class DataProfile(BaseModel):
     )
     target: TargetSpec
     extras: list[ExtraSpec] = Field(default_factory=list)
+    derive: dict[str, str] = Field(
+        default_factory=dict,
+        description="field or extra column → expression over the renamed table's columns",
+    )
+    generate_id: bool = Field(
+        default=False, description="Give a table without an id column ids `row-<n>`."
+    )
 
     @model_validator(mode="after")
     def _fields_exist(self) -> DataProfile:
@@ -78,6 +96,18 @@ class DataProfile(BaseModel):
         for source, field in self.rename.items():
             if field not in fields:
                 raise ValueError(f"rename: {source!r} → {field!r}, which is not a customer field")
+        extra_columns = {e.column for e in self.extras}
+        for target, expression in self.derive.items():
+            if target not in fields and target not in extra_columns:
+                raise ValueError(f"derive.{target}: not a customer field nor an extra's column")
+            if target in self.rename.values():
+                raise ValueError(f"derive.{target}: {target!r} is also a rename target")
+            try:
+                expression_names(expression)
+            except ExpressionError as error:
+                raise ValueError(f"derive.{target}: {error}") from error
+        if self.generate_id and ID_COLUMN in [*self.rename.values(), *self.derive]:
+            raise ValueError(f"generate_id: true, yet a column already maps to {ID_COLUMN!r}")
         for field in [*self.values, *self.units]:
             if field not in fields:
                 raise ValueError(f"{field!r} is not a customer field")
@@ -136,7 +166,8 @@ def apply_profile(
     Returns the canonical frame (with the `churned` label and the extra columns under
     their names) and the extra-column specs, categories not yet learned.
     """
-    named = [*profile.rename, profile.target.column, *(e.column for e in profile.extras)]
+    extra_columns = [e.column for e in profile.extras if e.column not in profile.derive]
+    named = [*profile.rename, profile.target.column, *extra_columns]
     absent = [c for c in dict.fromkeys(named) if c not in table.columns]
     if absent:
         raise ProfileError(
@@ -155,6 +186,8 @@ def apply_profile(
             f"{positive!r}; values seen: {sorted(labels.unique())[:10]}"
         )
     out = frame.rename(columns=profile.rename)
+    for derived, expression in profile.derive.items():
+        out[derived] = _derived(out, profile, derived, expression)
     reverse = {field: source for source, field in profile.rename.items()}
     for field, mapping in profile.values.items():
         if field in out.columns:
@@ -168,11 +201,40 @@ def apply_profile(
     result = out[keep].copy()
     result[TARGET_COLUMN] = (labels == positive).astype(int).to_numpy()
     for extra in profile.extras:
-        result[extra.name] = frame[extra.column].to_numpy()
+        source = out if extra.column in profile.derive else frame
+        result[extra.name] = source[extra.column].to_numpy()
+    if profile.generate_id:
+        result.insert(0, ID_COLUMN, generated_ids(len(result)))
     if ID_COLUMN not in result.columns:
-        raise ProfileError(f"no column maps to {ID_COLUMN!r}: add it to the profile's rename")
+        raise ProfileError(
+            f"no column maps to {ID_COLUMN!r}: add it to the profile's rename, "
+            "or set generate_id: true (training only: serving still needs real ids)"
+        )
     extras = [ExtraColumn(e.name, e.kind, (), e.required) for e in profile.extras]
     return result, extras
+
+
+def generated_ids(rows: int) -> list[str]:
+    """``row-0``, ``row-1``, …: stable for the same file read again, unique per row, and
+    the row numbers that validation errors and the bad-rows report use. (A hash of each
+    row would survive re-ordering, but identical rows would share an id and be dropped as
+    duplicates.)"""
+    return [f"{GENERATED_ID_PREFIX}{n}" for n in range(rows)]
+
+
+def _derived(frame: pd.DataFrame, profile: DataProfile, target: str, expression: str) -> Any:
+    """One derived column, or a `ProfileError` naming the profile key and the column."""
+    where = f"profile {profile.name!r}, derive.{target}"
+    unknown = [n for n in expression_names(expression) if n not in frame.columns]
+    if unknown:
+        raise ProfileError(
+            f"{where}: unknown column(s) {unknown} in {expression!r}; columns after rename: "
+            f"{list(frame.columns)}"
+        )
+    try:
+        return evaluate(frame, expression)
+    except (TypeError, ValueError, KeyError, ArithmeticError) as error:
+        raise ProfileError(f"{where}: {expression!r} failed on the table: {error}") from error
 
 
 def load_profiled_table(

@@ -33,7 +33,8 @@ from core.pipeline.extras import ExtraColumn, learn_categories
 from core.pipeline.linear import LinearModel, PlattCalibration, fit_linear
 from core.pipeline.predictor import ChurnPredictor
 from core.settings import TRUE_PROBABILITY_COLUMN, get_settings
-from training.data import prepare_table, split_holdout, split_xy
+from training.bad_rows import BadRowsPolicy, BadRowsReport, report_path, validate_or_skip
+from training.data import prepared, split_holdout, split_xy
 from training.evaluate import choose_threshold
 from training.record import HeldOut, ModelDescription, drift_reference, finish_training
 from training.sampling import sample_rows
@@ -68,6 +69,7 @@ class TrainingOptions:
     test_size: float = 0.2
     progress: bool = True
     save: bool = True
+    on_bad_rows: BadRowsPolicy = "fail"  # skip: set rows breaking a rule aside (bad_rows.py)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> TrainingOptions:
@@ -97,6 +99,7 @@ class TrainingOutcome:
     test_raw: np.ndarray
     test_y: np.ndarray
     test_frame: pd.DataFrame
+    bad_rows: BadRowsReport | None = None
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -232,13 +235,24 @@ def train_model(
     options: TrainingOptions,
     reports_dir: Path | None = None,
     extras: Sequence[ExtraColumn] = (),
+    bad_rows_report: Path | None = None,
 ) -> TrainingOutcome:
     """Run the whole training procedure on a customer table (see module docstring).
 
     `extras` are a data profile's extra columns (present in `table` under their names).
+    With `options.on_bad_rows` ``skip``, the bad-rows report goes to `bad_rows_report`
+    (default: ``bad_rows.json`` in the reports folder).
     """
     started = time.perf_counter()
-    frame, quality = prepare_table(table, extras)
+    typed, skipped = validate_or_skip(
+        table,
+        extras,
+        options.on_bad_rows,
+        get_settings().min_training_rows,
+        2 * options.cv_folds,
+        bad_rows_report or report_path(None, reports_dir),
+    )
+    frame, quality = prepared(table, typed, skipped.rows_skipped if skipped else 0)
     extras = learn_categories(extras, frame)
     features_frame, y = split_xy(frame)
     raw = encode_frame(features_frame, extras)
@@ -314,4 +328,5 @@ def train_model(
         raw[test_idx],
         y[test_idx],
         features_frame.iloc[test_idx].reset_index(drop=True),
+        skipped,
     )

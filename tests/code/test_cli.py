@@ -69,6 +69,73 @@ def test_train_refuses_a_bad_table_naming_the_column(tmp_path: Path) -> None:
     assert "age" in str(result.exception)
 
 
+def _with_bad_rows(tmp_path: Path, rows: int) -> Path:
+    """A generated table with two negative tenures and one unknown contract."""
+    path = tmp_path / "bad.csv"
+    assert runner.invoke(app, ["generate", "--rows", str(rows), "--out", str(path)]).exit_code == 0
+    frame = pd.read_csv(path)
+    frame.loc[[4, 9], "tenure_months"] = -3
+    frame.loc[17, "contract"] = "Weekly"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_train_fails_on_bad_rows_by_default_naming_rule_count_and_examples(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["train", "--data", str(_with_bad_rows(tmp_path, 300))])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "tenure_months: must be >= 0 — 2 bad row(s), e.g. row 4 (-3), row 9 (-3)" in message
+    assert (
+        "contract: must be one of" in message and "1 bad row(s), e.g. row 17 ('Weekly')" in message
+    )
+
+
+def test_train_skips_bad_rows_and_reports_them_beside_the_metrics(tmp_path: Path) -> None:
+    metrics = tmp_path / "out" / "metrics.json"
+    args = ["train", "--data", str(_with_bad_rows(tmp_path, 3000)), "--on-bad-rows", "skip"]
+    args += ["--trials", "1", "--search-rows", "1000", "--metrics-out", str(metrics)]
+    args += ["--reports", str(tmp_path / "reports"), "--no-register"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    bentoml.models.delete(result.output.split("saved ")[1].split()[0])
+    assert "set aside 3 of 3000 row(s) breaking 2 rule(s), 2997 left" in result.output
+    report = json.loads((tmp_path / "out" / "bad_rows.json").read_text())
+    assert {(r["column"], r["count"]) for r in report["rules"]} == {
+        ("tenure_months", 2),
+        ("contract", 1),
+    }
+    assert report["rules"][1]["examples"][0]["row"] == 17
+    quality = json.loads((tmp_path / "reports" / "data_quality.json").read_text())
+    assert (quality["rows_in"], quality["bad_rows_skipped"]) == (3000, 3)
+
+
+def test_train_with_a_deriving_profile_on_a_table_without_ids(tmp_path: Path) -> None:
+    """Both parts of issue 18's training side at once: generated ids, a derived column,
+    and a bad row set aside (its negative tenure also makes the derived total negative)."""
+    data = tmp_path / "export.csv"
+    assert runner.invoke(app, ["generate", "--rows", "3000", "--out", str(data)]).exit_code == 0
+    frame = pd.read_csv(data).drop(columns=["customer_id", "total_charges"])
+    frame.loc[4, "tenure_months"] = -3
+    frame.to_csv(data, index=False)
+    profile = tmp_path / "export.yaml"
+    profile.write_text(
+        "name: export\ngenerate_id: true\n"
+        "derive: {total_charges: 'monthly_charges * tenure_months'}\n"
+        "target: {column: churned, positive: 'True'}\n"
+    )
+    args = ["train", "--data", str(data), "--profile", str(profile), "--on-bad-rows", "skip"]
+    args += ["--trials", "1", "--search-rows", "1000", "--reports", str(tmp_path / "reports")]
+    result = runner.invoke(app, [*args, "--no-register"])
+    assert result.exit_code == 0, result.output
+    bentoml.models.delete(result.output.split("saved ")[1].split()[0])
+    report = json.loads((tmp_path / "reports" / "bad_rows.json").read_text())
+    assert report["rows_skipped"] == 1
+    assert {r["column"] for r in report["rules"]} == {"tenure_months", "total_charges"}
+    assert {r["examples"][0]["customer_id"] for r in report["rules"]} == {"row-4"}
+
+
 def _generated(tmp_path: Path) -> Path:
     path = tmp_path / "ok.csv"
     runner.invoke(app, ["generate", "--rows", "300", "--out", str(path)])
