@@ -2,7 +2,9 @@
 # The docker-compose.yml stack with Podman (no Docker engine, no registry needed):
 #
 #   deploy/compose.sh images    # the service image (deploy/image.sh) and the stack's images
+#   deploy/compose.sh stack-images   # only the stack's (PostgreSQL, Redis, MLflow, ...)
 #   deploy/compose.sh secrets   # random development secrets in deploy/compose/secrets/
+#                               # (or CHURN_SECRETS_DIR)
 #   deploy/compose.sh up        # both, then `podman-compose up -d`
 #   deploy/compose.sh down      # stop and remove the containers (named volumes stay)
 #   deploy/compose.sh <args>    # any other podman-compose command (ps, logs api, ...)
@@ -15,7 +17,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/deploy/containers.conf}"
 context="$root/deploy/compose"
-secrets="$context/secrets"
+secrets="${CHURN_SECRETS_DIR:-$context/secrets}"
+export CHURN_SECRETS_DIR="$secrets"
 compose=("$root/.venv/bin/podman-compose" -f "$root/docker-compose.yml")
 
 log() { printf '[compose] %s\n' "$*" >&2; }
@@ -23,9 +26,13 @@ log() { printf '[compose] %s\n' "$*" >&2; }
 pinned() { sed -n "s/^$1==//p" "$root/constraints.txt"; }
 
 images() {
-  "$root/deploy/image.sh" base
   podman image exists "${CHURN_IMAGE:-localhost/churn_service:latest}" \
     || "$root/deploy/image.sh" build
+  stack_images
+}
+
+stack_images() {
+  "$root/deploy/image.sh" base
   local name
   for name in postgres redis prometheus alertmanager mlflow; do
     if podman image exists "localhost/churn-$name:compose"; then continue; fi
@@ -61,6 +68,7 @@ make_secrets() {
 
 case "${1:-up}" in
   images) images ;;
+  stack-images) stack_images ;;
   secrets) make_secrets ;;
   up) shift || true; images; make_secrets; exec "${compose[@]}" up -d "$@" ;;
   *) make_secrets; exec "${compose[@]}" "$@" ;;
