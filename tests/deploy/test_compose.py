@@ -80,11 +80,13 @@ class Stack:
         return done.stdout.strip()
 
 
-def service_image(trained: TrainingOutcome, home: Path, env: dict[str, str]) -> str:
+def service_image(request: pytest.FixtureRequest, home: Path, env: dict[str, str]) -> str:
     """The service image: CHURN_COMPOSE_IMAGE if given (reuse), else built by
     deploy/image.sh over a store holding the session's model (its own BentoML home)."""
     if given := os.environ.get("CHURN_COMPOSE_IMAGE"):
         return given
+    trained: TrainingOutcome = request.getfixturevalue("trained")
+    assert trained.tag
     shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
     name = f"localhost/churn_service:compose-{os.getpid()}"
     done = subprocess.run(
@@ -99,10 +101,12 @@ def service_image(trained: TrainingOutcome, home: Path, env: dict[str, str]) -> 
 
 
 @pytest.fixture(scope="module")
-def stack(trained: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("compose")
     env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    image = service_image(trained, folder / "bentoml", env)
+    image = service_image(request, folder / "bentoml", env)
     started = time.monotonic()
     secrets = folder / "secrets"
     env |= {
