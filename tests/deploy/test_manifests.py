@@ -104,6 +104,11 @@ def test_the_deployment_rolls_without_losing_capacity_and_runs_unprivileged() ->
         assert api["securityContext"]["readOnlyRootFilesystem"] is True
         assert api["securityContext"]["allowPrivilegeEscalation"] is False
         assert api["resources"]["requests"] and api["resources"]["limits"]
+        # With a read-only root, BentoML's home (it makes folders at start-up) must be on a
+        # writable mount.
+        (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        mounts = [m["mountPath"] for m in api["volumeMounts"] if not m.get("readOnly")]
+        assert any(config["data"]["BENTOML_HOME"].startswith(m + "/") for m in mounts)
         commands = {
             d["metadata"]["name"]: " ".join(
                 d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
