@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,13 +21,12 @@ import httpx
 import pytest
 
 from launchers.server_process import free_port
+from tests.deploy.conftest import CONTAINERS_CONF, Built
 from tests.deploy.test_image import readme_example
-from training.train import TrainingOutcome
 
 pytestmark = pytest.mark.container
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = PROJECT_ROOT / "deploy" / "containers.conf"
 READY_S = 300
 """PostgreSQL initialises its volume, the service retries it, loads the model, 2 workers."""
 
@@ -80,24 +78,13 @@ class Stack:
         return done.stdout.strip()
 
 
-def service_image(request: pytest.FixtureRequest, home: Path, env: dict[str, str]) -> str:
-    """The service image: CHURN_COMPOSE_IMAGE if given (reuse), else built by
-    deploy/image.sh over a store holding the session's model (its own BentoML home)."""
+def service_image(request: pytest.FixtureRequest) -> str:
+    """The service image: CHURN_COMPOSE_IMAGE if given (reuse one), else the session's
+    (tests/deploy/conftest.py: the README's command over the session's model)."""
     if given := os.environ.get("CHURN_COMPOSE_IMAGE"):
         return given
-    trained: TrainingOutcome = request.getfixturevalue("trained")
-    assert trained.tag
-    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
-    name = f"localhost/churn_service:compose-{os.getpid()}"
-    done = subprocess.run(
-        [str(PROJECT_ROOT / "deploy" / "image.sh"), "build"],
-        env={**env, "BENTOML_HOME": str(home), "CHURN_IMAGE": name},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stderr[-6000:]
-    return name
+    built: Built = request.getfixturevalue("built")
+    return built.image
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +93,7 @@ def stack(
 ) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("compose")
     env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    image = service_image(request, folder / "bentoml", env)
+    image = service_image(request)
     started = time.monotonic()
     secrets = folder / "secrets"
     env |= {
@@ -136,8 +123,6 @@ def stack(
         yield stack
     finally:
         stack.compose("down", "-v", "-t", "30")
-        if image != os.environ.get("CHURN_COMPOSE_IMAGE"):
-            subprocess.run(["podman", "rmi", "-f", image], env=env, capture_output=True)
 
 
 def test_the_stack_serves_scrapes_and_keeps_its_data_across_down_and_up(stack: Stack) -> None:
@@ -179,6 +164,16 @@ def test_the_stack_serves_scrapes_and_keeps_its_data_across_down_and_up(stack: S
     assert up, "Prometheus does not see the api up"
     rules = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert any(r["name"] == "ServiceDown" for g in rules for r in g["rules"])
+    # ...and sends its alerts to the compose file's Alertmanager.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = httpx.get(f"{stack.prometheus}/api/v1/alertmanagers", timeout=5).json()["data"]
+        if found["activeAlertmanagers"]:
+            break
+        time.sleep(2)
+    assert [a["url"] for a in found["activeAlertmanagers"]] == [
+        "http://alertmanager:9093/api/v2/alerts"
+    ]
 
     quoted = ", ".join(f"'{r}'" for r in request_ids)
     count = f"select count(*) from predictions where request_id in ({quoted})"
