@@ -135,3 +135,16 @@ def test_the_github_workflow_passes_actionlint_with_a_read_only_token() -> None:
     assert parsed["permissions"] == {"contents": "read"}
     for name, job in parsed["jobs"].items():
         assert 0 < job["timeout-minutes"] <= 45, name
+
+
+@pytest.mark.parametrize(
+    "containerfile", sorted((PROJECT_ROOT / "deploy" / "compose").glob("Containerfile.*"))
+)
+def test_the_stack_containerfiles_pass_hadolint_with_a_numeric_user(containerfile: Path) -> None:
+    run(BIN / "hadolint", "--no-color", containerfile)
+    users = [
+        line.split()[1]
+        for line in containerfile.read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    assert users and all(u.split(":")[0].isdigit() and u.split(":")[0] != "0" for u in users)
