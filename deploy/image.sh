@@ -15,6 +15,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/deploy/containers.conf}"
 export BENTOML_DO_NOT_TRACK=True
+# The project's store (as `churn` uses), also for `bentoml containerize` below.
+export BENTOML_HOME="${BENTOML_HOME:-$root/bentos}"
 # This checkout's code, whichever checkout the .venv's editable install points at.
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 BASE_IMAGE="localhost/churn-python:3.11"

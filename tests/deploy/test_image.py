@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from launchers.pg_server import PostgresServer
 from launchers.server_process import free_port, request_bodies, start_server
 from monitoring.database import PREDICTIONS, make_engine
 from monitoring.identity import customer_hash
+from tests.deploy.conftest import CONTAINERS_CONF, Built, podman
 from tests.lifecycle.model_variants import variant
 from tests.serving.conftest import KEYS, SECRET
 from tests.serving.load import IdLoad
@@ -39,26 +39,11 @@ from training.train import TrainingOutcome
 pytestmark = pytest.mark.container
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = PROJECT_ROOT / "deploy" / "containers.conf"
 BENTO_UID = 1034
 """BentoML's `bentoml` user in the image (owns the volume the test mounts)."""
 STOP_GRACE_S = 30
 READY_S = 180
 AUTH = {"X-API-Key": KEYS[0]}
-
-
-def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
-    """Run podman with the project's containers.conf; its stdout."""
-    done = subprocess.run(
-        ["podman", *args],
-        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check:
-        assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr[-3000:]}"
-    return done.stdout
 
 
 def readme_example() -> dict[str, Any]:
@@ -67,37 +52,6 @@ def readme_example() -> dict[str, Any]:
     (body,) = re.findall(r"curl -s -X POST localhost:3000/predict .*? -d '(\{.*?\})'", readme, re.S)
     parsed: dict[str, Any] = json.loads(body)
     return parsed
-
-
-@dataclass
-class Built:
-    image: str
-    dockerfile: Path
-    """The Dockerfile BentoML generated (from deploy/Dockerfile.template), in the Bento."""
-
-
-@pytest.fixture(scope="module")
-def built(trained: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    """The image, built by the README's command over a store holding the session's model."""
-    home = tmp_path_factory.mktemp("image") / "bentoml"
-    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
-    name = f"localhost/churn_service:test-{os.getpid()}"
-    env = {**os.environ, "BENTOML_HOME": str(home), "CHURN_IMAGE": name}
-    started = time.monotonic()
-    done = subprocess.run(  # `make image` is this after setting up .venv
-        [str(PROJECT_ROOT / "deploy" / "image.sh"), "build"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stderr[-6000:]
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", name).strip())
-    print(f"\nimage {name}: built in {time.monotonic() - started:.0f} s, {size / 1e6:.0f} MB")
-    (dockerfile,) = home.glob("bentos/churn_service/*/env/docker/Dockerfile")
-    yield Built(name, dockerfile)
-    image_id = podman("image", "inspect", "--format", "{{.Id}}", name).strip()
-    podman("rmi", "-f", image_id, check=False)
 
 
 @pytest.fixture(scope="module")
