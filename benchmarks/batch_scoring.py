@@ -126,6 +126,19 @@ def scored_rows(output: str) -> tuple[int, float]:
     return rows, rate
 
 
+def quick_model(folder: Path, env: dict[str, str], rows: int) -> str:
+    """A model to score with when training is not compared (`--score-only`)."""
+    from training.generate import generate_customers
+
+    table = folder / f"train-{rows}.parquet"
+    if not table.exists():
+        generate_customers(rows, seed=2026).to_parquet(table, index=False)
+    command = [*CHURN, "train", "--data", str(table), "--trials", "2", "--no-register"]
+    measured = run_measured(command, env)
+    saved = [line for line in measured.output.splitlines() if line.startswith("saved ")]
+    return saved[-1].split()[1]
+
+
 def compare_training(
     rows: int, folder: Path, env: dict[str, str], trials: int, search_rows: int
 ) -> tuple[str, dict[str, dict[str, float]]]:
@@ -158,6 +171,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--search-rows", type=int, default=20_000)
     parser.add_argument("--data", type=Path, default=PROJECT_ROOT / "data" / "batch-benchmark")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="Skip the training comparison: score with a model trained on --search-rows rows.",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="churn-batch-bench-"))
@@ -170,7 +188,13 @@ def main() -> None:
     }
     os.environ.update(env)
     parts = ensure_customers(args.data / f"customers-{args.rows}", args.rows)
-    tag, training = compare_training(args.train_rows, args.data, env, args.trials, args.search_rows)
+    training: dict[str, dict[str, float]] = {}
+    if args.score_only:
+        tag = quick_model(args.data, env, args.search_rows)
+    else:
+        tag, training = compare_training(
+            args.train_rows, args.data, env, args.trials, args.search_rows
+        )
 
     results = {}
     for engine in ("dask", "local"):
@@ -194,6 +218,8 @@ def main() -> None:
         print(f"{names[key]:28}{wall:>15,.0f}{inner:>15,.0f}{rss / gib:>10.2f} GiB")
     dask_rate, local_rate, limit = (results[k][1] for k in ("dask", "local", "inplace_predict"))
     print(f"dask / local: {dask_rate / local_rate:.2f}x   dask / limit: {dask_rate / limit:.3f}")
+    if not training:
+        return
     local_auc, dask_auc = training["local"]["auc"], training["dask"]["auc"]
     print(f"\ntraining on {args.train_rows:,} customers (same split, {args.trials} trials)")
     for engine, figures in training.items():
