@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from batch.scoring import OUTPUT_META, score_table
 from batch.tables import BatchInputError
 from cli import app as cli
 from core.registry import ModelRegistry
-from core.settings import PROJECT_ROOT
+from tests.churn_process import run_churn
 from tests.serving.inprocess import InProcessApps
 from training.train import TrainingOutcome
 
@@ -177,23 +175,8 @@ def test_without_a_model_tag_the_registrys_champion_scores(
         "MLFLOW_TRACKING_URI": registry.tracking_uri,
         "CHURN_REGISTERED_MODEL": registry.name,
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from cli import app; app()",
-            "score",
-            "--input",
-            str(table_files["parquet"]),
-            "--output",
-            str(out),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    source = str(table_files["parquet"])
+    done = run_churn(env, "score", "--input", source, "--output", str(out), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"with model {trained.tag.split(':')[1]}" in done.stdout
     np.testing.assert_allclose(

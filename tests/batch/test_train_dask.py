@@ -4,8 +4,6 @@ serves, in a store of its own (a subprocess with its own BENTOML_HOME)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +11,7 @@ import yaml
 
 from core.pipeline.encode import encode_frame
 from core.pipeline.store import stored_predictor
+from tests.churn_process import run_churn
 from tests.serving.inprocess import InProcessApps
 from training.data import split_holdout, validate_table
 
@@ -32,16 +31,9 @@ def test_a_dask_trained_model_is_served(
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "CHURN_REPORTS_DIR": str(tmp_path / "reports"),
     }
-    churn = [sys.executable, "-c", "from cli import app; app()"]
-    train = [*churn, "train", "--engine", "dask", "--data", str(table_files["csv"])]
-    result = subprocess.run(
-        [*train, "--trials", "3", "--search-rows", "3000", "--no-register"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    train = ["train", "--engine", "dask", "--data", str(table_files["csv"])]
+    options = ["--trials", "3", "--search-rows", "3000", "--no-register"]
+    result = run_churn(env, *train, *options, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fitting the booster" in result.stdout
     [folder] = (home / "models" / "churn_model").glob("*/")

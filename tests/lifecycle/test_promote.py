@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +16,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from core.registry import ModelRegistry
-from core.settings import PROJECT_ROOT
 from lifecycle.experiment import paired_outcomes
 from lifecycle.promote import DEFERRED_ACTION, decision_threshold, promote
+from tests.churn_process import run_churn
 from tests.lifecycle.experiment_log import (
     BAD_NOISE,
     GOOD_NOISE,
@@ -220,25 +218,12 @@ def _environment(registry: ModelRegistry, engine: Engine, home: Path) -> dict[st
     }
 
 
-def churn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`churn ...` in a process of its own (its own BentoML store)."""
-    return subprocess.run(
-        [sys.executable, "-c", "from cli import app; app()", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_churn_promote_prints_the_test_and_exits_by_outcome(
     engine: Engine, registry: ModelRegistry, versions: Versions, tmp_path: Path
 ) -> None:
     log_cohort(engine, versions, cohort(4000, 7, GOOD_NOISE, BAD_NOISE), CLOSED)
     env = _environment(registry, engine, tmp_path / "bentoml")
-    dry = churn(env, "promote", "--dry-run")
+    dry = run_churn(env, "promote", "--dry-run")
     assert dry.returncode == 3, dry.stderr
     header = next(line for line in dry.stdout.splitlines() if "difference" in line)
     for column in ("metric", "champion", "challenger", "interval", "margin", "verdict"):
@@ -249,7 +234,7 @@ def test_churn_promote_prints_the_test_and_exits_by_outcome(
     assert "dry run, nothing changed" in dry.stdout
     assert "4,000 counted" in dry.stdout
     assert registry.assignment().challenger == versions.challenger
-    done = churn(env, "promote", "--reason", "weekly")
+    done = run_churn(env, "promote", "--reason", "weekly")
     assert done.returncode == 3, done.stderr
     assert registry.assignment().challenger is None
     entry = registry.audit_trail()[0]
@@ -262,7 +247,7 @@ def test_churn_promote_exit_codes_without_a_decision(
 ) -> None:
     log_cohort(engine, versions, cohort(1000, 8, BAD_NOISE, GOOD_NOISE), CLOSED)
     env = _environment(registry, engine, tmp_path / "bentoml")
-    deferred = churn(env, "promote")
+    deferred = run_churn(env, "promote")
     assert deferred.returncode == 4, deferred.stderr
     assert "no decision yet" in deferred.stdout and "rule: too_few_churners" in deferred.stdout
     assert registry.audit_trail()[0].action == DEFERRED_ACTION
